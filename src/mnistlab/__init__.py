@@ -1,0 +1,33 @@
+"""mnistlab: the classic Keras MNIST tutorial as a tool.
+
+Importing this package is cheap: Keras and JAX load only when a function that needs them runs.
+The Keras backend defaults to JAX; set ``KERAS_BACKEND`` before importing to choose another.
+"""
+
+import os
+
+# Keras reads this once, at its own import; it must be set before anything imports keras.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_dataset": "mnistlab.data",
+    "split_train_val": "mnistlab.data.split",
+    "load_config": "mnistlab.config",
+    "train": "mnistlab.training",
+    "load_run": "mnistlab.runs",
+    "evaluate": "mnistlab.evaluation",
+    "Predictor": "mnistlab.inference",
+    "preprocess_image": "mnistlab.preprocess",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mnistlab' has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""The ``mnistlab`` command line: thin commands over the library.
+
+Importing this package must stay cheap (no keras, jax, tensorflow, numpy-heavy work): each command
+imports what it needs inside its body, so ``mnistlab --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mnistlab import __version__
+
+
+class _Group(click.Group):
+    """A group that turns mnistlab's own errors into ``Error: ...`` and exit code 1."""
+
+    def invoke(self, ctx):
+        from mnistlab.errors import MnistlabError
+
+        try:
+            return super().invoke(ctx)
+        except MnistlabError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mnistlab")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """mnistlab: the classic Keras MNIST tutorial as a tool.
+
+    Train the tutorial's MLP with one command, get a run directory with every artifact and an HTML
+    report, compare runs, predict on your own digit photos, serve a draw-a-digit page, export.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register():
+    from mnistlab.cli import data
+
+    for module in (data,):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main():
+    """Console-script entry point."""
+    cli(prog_name="mnistlab")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Run configuration: validated models, presets, TOML files and ``--set`` overrides.
+
+A configuration is data. It is built in this order, each step overriding the one before:
+preset -> ``--config`` TOML file -> ``--set section.key=value`` overrides -> CLI flags.
+The fully resolved configuration is saved with every run as ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mnistlab.errors import ConfigError
+
+MAX_EPOCHS = 10_000
+MAX_BATCH = 1_000_000
+MAX_UNITS = 65_536
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: str = Field("mnist", description="mnist, fashion_mnist, digits or mnist_sample")
+    path: str | None = Field(None, description="a .npz, IDX directory or image folder (overrides dataset)")
+    val_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="share of training data held out")
+    stratify: bool = Field(False, description="keep class proportions in the validation split")
+    mirrors: list[str] = Field(default_factory=list, description="extra download origins, tried first")
+
+
+class ModelConfig(_Section):
+    api: Literal["sequential", "functional"] = "sequential"
+    hidden: list[int] = Field(default_factory=lambda: [100, 64, 32], min_length=1, max_length=16)
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "selu", "silu"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        bad = [h for h in self.hidden if not 1 <= h <= MAX_UNITS]
+        if bad:
+            raise ValueError(f"hidden layer sizes must be between 1 and {MAX_UNITS}; received {bad}")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    optimizer: Literal["sgd", "adam", "rmsprop"] = "sgd"
+    learning_rate: float = Field(0.01, gt=0.0, le=10.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd and rmsprop")
+    nesterov: bool = Field(False, description="sgd only")
+    beta_1: float = Field(0.9, gt=0.0, lt=1.0, description="adam only")
+    beta_2: float = Field(0.999, gt=0.0, lt=1.0, description="adam only")
+    rho: float = Field(0.9, gt=0.0, lt=1.0, description="rmsprop only")
+    epsilon: float = Field(1e-7, gt=0.0, le=1.0, description="adam and rmsprop")
+    early_stopping: int = Field(0, ge=0, le=MAX_EPOCHS, description="patience in epochs; 0 = off")
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    shuffle: bool = Field(True, description="reshuffle the training set every epoch (seeded)")
+    loop: Literal["fast", "fit"] = Field(
+        "fast", description="fast: whole-epoch compiled loop; fit: plain keras Model.fit"
+    )
+    devices: str = Field("1", description="number of devices for data-parallel training, or 'all'")
+
+
+class ReportConfig(_Section):
+    enabled: bool = True
+
+
+class Config(_Section):
+    preset: str = "tutorial"
+    seed: int = Field(111, ge=0, le=2**31 - 1, description="fixes split, initialisation, shuffling")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+
+PRESETS: dict[str, dict] = {
+    # The tutorial exactly: 30 % validation with random_state=111, SGD lr 0.01, 50 epochs, batch 128.
+    "tutorial": {},
+    # A minute-long look at the whole pipeline.
+    "quick": {"train": {"epochs": 5}},
+    # The same network with Adam, which converges in far fewer epochs.
+    "adam": {"train": {"optimizer": "adam", "learning_rate": 0.001, "epochs": 20}},
+}
+
+
+def valid_keys() -> list[str]:
+    """Return every settable key as ``section.key`` (or ``key`` at the top level)."""
+    keys = []
+    for name, field in Config.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += [f"{name}.{k}" for k in sub.model_fields]
+        else:
+            keys.append(name)
+    return keys
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'. Valid keys: {', '.join(valid_keys())}")
+        else:
+            got = e.get("input")
+            lines.append(f"{loc}: {e['msg']} (received {got!r})")
+    return f"invalid configuration from {source}: " + "; ".join(lines)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """Turn ``section.key=value`` into a nested dict; the value is read as TOML, else a string.
+
+    Raises:
+        ConfigError: the text has no ``=`` or names a key that does not exist.
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, e.g. train.epochs=3; received {text!r}")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    if key not in valid_keys():
+        raise ConfigError(f"unknown key '{key}' in --set. Valid keys: {', '.join(valid_keys())}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict:
+    """Read a TOML file into a dict.
+
+    Raises:
+        ConfigError: the file is missing or not valid TOML.
+    """
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}. Pass an existing .toml file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}. Fix the file and retry") from None
+
+
+def load_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **flags,
+) -> Config:
+    """Build a validated configuration.
+
+    Args:
+        preset: a name from ``PRESETS`` (default: the file's ``preset`` key, else ``tutorial``).
+        file: a TOML file with the same sections as ``config.toml``.
+        overrides: ``section.key=value`` strings.
+        **flags: ``section__key=value`` pairs from CLI flags; ``None`` values are ignored.
+
+    Returns:
+        The resolved ``Config``.
+
+    Raises:
+        ConfigError: unknown preset or key, or a value of the wrong type or out of range.
+    """
+    from_file = read_toml(file) if file else {}
+    name = preset or from_file.get("preset") or "tutorial"
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}")
+    data = _merge(PRESETS[name], from_file)
+    data["preset"] = name
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    for key, value in flags.items():
+        if value is None:
+            continue
+        section, _, field = key.partition("__")
+        data = _merge(data, {section: {field: value}} if field else {section: value})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        source = str(file) if file else f"preset {name!r} with the given overrides"
+        raise ConfigError(_format_validation(e, source)) from None
+
+
+def to_toml(config: Config) -> str:
+    """Serialise a configuration as TOML (``None`` values are left out)."""
+    import tomli_w
+
+    return tomli_w.dumps(config.model_dump(exclude_none=True))

@@ -1,0 +1,73 @@
+"""Datasets: named sources and a user's own files, all in one layout.
+
+Every loader returns a ``Dataset``: uint8 images ``(N, H, W)`` with values 0-255 and int64 labels
+``(N,)`` in ``0..num_classes-1``, for a train and a test part, plus where they came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnistlab.errors import DataError
+
+NAMES = ("mnist", "fashion_mnist", "digits", "mnist_sample")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels for training and testing, with provenance.
+
+    Attributes:
+        name: dataset name (``mnist``, ..., or ``custom`` for ``--data``).
+        x_train: uint8 array ``(N, H, W)``, 0-255, white ink on black.
+        y_train: int64 array ``(N,)``.
+        x_test: uint8 array ``(M, H, W)``.
+        y_test: int64 array ``(M,)``.
+        class_names: one name per class, index = label.
+        source: where the data was read from (file paths or package resource).
+        sha256: sha256 of each file read, keyed by file name.
+        notes: anything a user should know (e.g. how a test split was made).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...] = tuple(str(i) for i in range(10))
+    source: str = ""
+    sha256: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_dataset(name: str = "mnist", path: str | None = None, mirrors=()) -> Dataset:
+    """Load a named dataset, or a user's own files when ``path`` is given.
+
+    Args:
+        name: one of ``NAMES``; ignored when ``path`` is set.
+        path: a Keras-layout ``.npz``, a directory of the four IDX files, or an image folder.
+        mirrors: extra download origins, tried before the built-in ones (``mnist`` only).
+
+    Returns:
+        A validated ``Dataset``.
+
+    Raises:
+        DataError: unknown name, unreadable or invalid files, or no way to get the data.
+    """
+    from mnistlab.data import sources
+
+    if path:
+        return sources.load_path(path)
+    if name not in NAMES:
+        raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(NAMES)}, or pass --data PATH")
+    return sources.load_named(name, mirrors=mirrors)

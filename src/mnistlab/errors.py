@@ -1,0 +1,41 @@
+"""Exceptions raised by mnistlab.
+
+Every message says what was wrong, how to fix it, and what was received. The CLI turns these into
+one ``Error: ...`` line and exit code 1; nothing else in the library prints.
+"""
+
+
+class MnistlabError(Exception):
+    """Base class for every error mnistlab raises on purpose."""
+
+
+class ConfigError(MnistlabError, ValueError):
+    """A configuration file, preset, flag or ``--set`` override is invalid."""
+
+
+class DataError(MnistlabError, ValueError):
+    """A dataset file is missing, corrupt, or not in a supported layout."""
+
+
+class DownloadError(DataError):
+    """A dataset could not be downloaded or failed its sha256 check."""
+
+
+class ImageError(MnistlabError, ValueError):
+    """An image file cannot be decoded safely (format, size, truncation)."""
+
+
+class ModelError(MnistlabError, ValueError):
+    """A model file is missing, corrupt, or refused by the safety checks."""
+
+
+class RunError(MnistlabError):
+    """A run directory is missing, incomplete, or inconsistent with its manifest."""
+
+
+class TrainingError(MnistlabError):
+    """Training could not continue (e.g. the loss became NaN)."""
+
+
+class ExportError(MnistlabError):
+    """An export failed or did not match the Keras model."""
