@@ -38,11 +38,17 @@ def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height; its pixel data is a few bytes."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 # Sources and formats -----------------------------------------------------------------------------
@@ -262,9 +268,18 @@ def test_transparent_corners_of_a_photo_look_like_its_paper():
 def test_la_and_palette_transparency_composite_the_same_way():
     la = np.zeros((30, 30, 2), np.uint8)
     la[..., 1] = _strokes_alpha()
-    assert load_image(_png_bytes(Image.fromarray(la, ))).tolist() == load_image(
-        _png_bytes(Image.fromarray(np.dstack([la[..., :1]] * 3 + [la[..., 1:]])))
-    ).tolist()
+    assert (
+        load_image(
+            _png_bytes(
+                Image.fromarray(
+                    la,
+                )
+            )
+        ).tolist()
+        == load_image(
+            _png_bytes(Image.fromarray(np.dstack([la[..., :1]] * 3 + [la[..., 1:]])))
+        ).tolist()
+    )
     pal = Image.fromarray((_strokes_alpha() > 0).astype(np.uint8), mode="P")
     pal.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)  # both entries black ...
     pal.info["transparency"] = 0  # ... but entry 0 is transparent
