@@ -444,10 +444,10 @@ def _too_many(n: int, limit: int) -> str:
 def _invalid(e: ValidationError) -> HTTPException:
     errors = [{"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
               for err in e.errors(include_url=False, include_input=False)]
-    first = errors[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    exc = HTTPException(422, f"invalid request: {where}: {first['msg']}{more}")
+    shown = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                      for e in errors[:3])
+    more = f" (and {len(errors) - 3} more problems)" if len(errors) > 3 else ""
+    exc = HTTPException(422, f"invalid request: {shown}{more}")
     exc.errors = errors[:20]
     return exc
 
@@ -460,6 +460,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {where}. The API is described at /docs"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "?")
+            detail = f"method not allowed: {where}; this path accepts {allowed}. See /docs"
         return problem(exc.status_code, detail, getattr(exc, "errors", None), exc.headers)
 
     @app.exception_handler(RequestValidationError)
