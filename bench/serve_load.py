@@ -70,6 +70,15 @@ def start_server(run: Path, port: int, timeout: float = 180.0) -> subprocess.Pop
     raise SystemExit(f"the server did not become ready within {timeout:.0f} s")
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -200,10 +209,12 @@ def main(argv=None) -> int:
     proc = start_server(run, port)
     try:
         client(port, bodies, args.warmup, args.concurrency)
-        cpu0 = os.times()
+        load0 = os.getloadavg()
+        cpu0, server0 = os.times(), process_cpu_seconds(proc.pid)
         latencies, statuses, elapsed, failures = client(port, bodies, args.requests,
                                                         args.concurrency)
-        cpu1 = os.times()
+        cpu1, server1 = os.times(), process_cpu_seconds(proc.pid)
+        load1 = os.getloadavg()
     finally:
         stop_server(proc)
 
@@ -225,6 +236,11 @@ def main(argv=None) -> int:
         "statuses": {str(k): v for k, v in statuses.items()},
         "failures": failures[:5],
         "client_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 3),
+        # Server CPU per request barely depends on what else runs on the machine; throughput
+        # and latency do (see load_average).
+        "server_cpu_ms_per_request": (round((server1 - server0) * 1000 / args.requests, 3)
+                                      if server0 is not None else None),
+        "load_average_before_after": [round(load0[0], 2), round(load1[0], 2)],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
     }
@@ -235,7 +251,9 @@ def main(argv=None) -> int:
     print(f"{args.requests} requests, {args.concurrency} clients ({args.client}): "
           f"{result['throughput_rps']} req/s, p50 {lat['p50']} ms, p90 {lat['p90']} ms, "
           f"p99 {lat['p99']} ms, max {lat['max']} ms, errors {errors}; "
-          f"client CPU {result['client_cpu_s']} s of {result['seconds']} s")
+          f"server CPU {result['server_cpu_ms_per_request']} ms/request; "
+          f"client CPU {result['client_cpu_s']} s of {result['seconds']} s; "
+          f"load average {result['load_average_before_after']}")
     print(f"Wrote {path}")
     return 0 if errors == 0 else 1
 
