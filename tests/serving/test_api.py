@@ -425,3 +425,14 @@ def test_catch_all_handler_answers_json_500(app):
     assert r.status_code == 500 and "bug in mnistlab" in r.json()["detail"]
     assert "secret" not in r.text  # no internals leak to the client
     assert other.state.internal_errors == 1
+
+
+def test_return_image_query_must_be_a_boolean(client):
+    r = client.post("/api/predict?return_image=maybe", json={"pixels": [0] * 784})
+    problem(r, 422, "boolean")
+    assert r.json()["errors"][0]["loc"] == ["query", "return_image"]
+
+
+def test_unknown_query_parameters_are_refused(client):
+    r = client.post("/api/predict?return_imgae=true", json={"pixels": [0] * 784})
+    problem(r, 422, "return_imgae")

@@ -19,9 +19,10 @@ import logging
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -202,6 +203,8 @@ def _too_large(limit: int, received: str) -> str:
 # The app -----------------------------------------------------------------------------------------
 
 
+ReturnImage = Annotated[bool, Query(
+    description="Include the image the model saw (also settable per JSON item)")]
 _ERRORS = {
     400: {"model": Problem, "description": "Malformed JSON, an empty body or a broken form"},
     413: {"model": Problem, "description": "Body over the size limit"},
@@ -277,8 +280,12 @@ def create_app(source, *, model_file: bool = False, max_body_bytes: int = MAX_BO
             status=prediction.status, message=prediction.message, image=image,
         )
 
-    def as_array(item: PixelsRequest) -> tuple[np.ndarray, bool | None]:
-        """JSON pixels -> float32 array and the ``preprocess`` argument for the predictor."""
+    def prepare(item: PixelsRequest) -> tuple[np.ndarray, bool | None]:
+        """JSON pixels -> float32 array and the predictor's ``preprocess`` argument.
+
+        ``None``: model-shaped numbers, used as they are (MNIST-like already). ``True``: a
+        picture to preprocess - any other grid, or a model-shaped one when asked.
+        """
         px = item.pixels
         if isinstance(px[0], list):
             widths = {len(row) for row in px}
@@ -286,36 +293,29 @@ def create_app(source, *, model_file: bool = False, max_body_bytes: int = MAX_BO
                 raise ImageError(f"pixels rows must all have the same length; received rows of "
                                  f"lengths {sorted(widths)}")
             shaped = len(px) == size and widths == {size}
+        elif len(px) != size * size:
+            raise ImageError(
+                f"a flat pixels list must have {size * size} numbers ({size}x{size}); "
+                f"received {len(px)}. Send rows ([[...], ...]) for pictures of other sizes")
         else:
-            if len(px) != size * size:
-                raise ImageError(
-                    f"a flat pixels list must have {size * size} numbers ({size}x{size}); "
-                    f"received {len(px)}. Send rows ([[...], ...]) for pictures of other sizes"
-                )
             shaped = True
-        array = np.array(px, dtype=np.float32)
-        # Model-shaped numbers are used as they are unless asked; other grids are pictures.
-        return array, (True if item.preprocess else None) if shaped else True
+        return np.array(px, dtype=np.float32), None if shaped and not item.preprocess else True
 
-    def cheap(item: PixelsRequest) -> bool:
-        """Model-shaped numbers that need no preprocessing: ~0.1 ms, no thread hop needed."""
-        px = item.pixels
-        if item.preprocess:
-            return False
-        if isinstance(px[0], list):
-            return len(px) == size and all(len(row) == size for row in px)
-        return len(px) == size * size
-
-    def predict_pixels(items: list[PixelsRequest]) -> list[PredictionResponse]:
-        prepared = [as_array(item) for item in items]
-        if len(prepared) == 1:
-            array, pre = prepared[0]
-            return [answer(predictor.predict(array, preprocess=pre), items[0].return_image)]
+    def predict_arrays(prepared, return_images) -> list[PredictionResponse]:
         if all(pre is None for _, pre in prepared):
-            results = predictor.predict_many([a for a, _ in prepared])
+            results = predictor.predict_many([a for a, _ in prepared])  # one forward pass
         else:
             results = [predictor.predict(a, preprocess=pre) for a, pre in prepared]
-        return [answer(r, item.return_image) for r, item in zip(results, items, strict=True)]
+        return [answer(r, k) for r, k in zip(results, return_images, strict=True)]
+
+    async def predict_json(items: list[PixelsRequest], return_image: bool):
+        prepared = [prepare(item) for item in items]
+        flags = [item.return_image or return_image for item in items]
+        if all(pre is None for _, pre in prepared):
+            # ~0.1 ms of numpy: cheaper on the event loop than a hop to the thread pool
+            # (measured: 0.45-0.50 vs 0.54-0.78 ms of server CPU per request).
+            return predict_arrays(prepared, flags)
+        return await run_in_threadpool(predict_arrays, prepared, flags)
 
     def predict_files(blobs: list[tuple[str, bytes]], return_image: bool):
         out = []
@@ -355,6 +355,11 @@ def create_app(source, *, model_file: bool = False, max_body_bytes: int = MAX_BO
             return blobs
 
     def kind(request: Request) -> str:
+        """``"json"`` or ``"form"``, after refusing unknown query parameters and content types."""
+        unknown = sorted(set(request.query_params) - {"return_image"})
+        if unknown:
+            raise HTTPException(422, f"unknown query parameter(s) {unknown}; the only one is "
+                                     "return_image=true|false")
         ctype = request.headers.get("content-type", "")
         mime = ctype.split(";", 1)[0].strip().lower()
         if mime == "application/json" or mime.endswith("+json"):
@@ -365,21 +370,18 @@ def create_app(source, *, model_file: bool = False, max_body_bytes: int = MAX_BO
             415, "send application/json (pixels) or multipart/form-data (an image file); "
                  f"received content-type {ctype or 'none'!r}")
 
-    def wants_image(request: Request) -> bool:
-        return request.query_params.get("return_image", "").lower() in ("1", "true", "yes")
-
     # Routes -----------------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=_PAGE_HEADERS)
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz():
         """The process is up."""
         return Health(status="alive")
 
-    @app.get("/readyz", response_model=Health, tags=["health"],
+    @app.get("/readyz", response_model=Health, tags=["health"], summary="Readiness",
              responses={503: {"model": Health, "description": "model not loaded"}})
     async def readyz():
         """The model is loaded and predictions can be served."""
@@ -387,45 +389,39 @@ def create_app(source, *, model_file: bool = False, max_body_bytes: int = MAX_BO
             return JSONResponse({"status": "loading"}, status_code=503)
         return Health(status="ready")
 
-    @app.get("/api/model", response_model=ModelInfo, tags=["model"])
+    @app.get("/api/model", response_model=ModelInfo, tags=["model"],
+             summary="The served model")
     async def model_info():
         """The served model: run, dataset, test metrics, class names, layers."""
         return app.state.info
 
     @app.post("/api/predict", response_model=PredictionResponse, tags=["predict"],
-              responses=_ERRORS, openapi_extra=_body_doc("PixelsRequest", "file", many=False))
-    async def predict(request: Request):
-        """Predict one picture: an image file (field ``file``) or JSON pixels.
-
-        For a file, ``?return_image=true`` adds the image the model saw.
-        """
+              summary="Predict one picture", responses=_ERRORS,
+              openapi_extra=_body_doc("PixelsRequest", "file", many=False))
+    async def predict(request: Request, return_image: ReturnImage = False):
+        """Predict one picture: an image file (form field ``file``) or JSON ``pixels``."""
         if kind(request) == "json":
             item = await read_json(request, PixelsRequest)
-            if cheap(item):
-                return _json(predict_pixels([item])[0])
-            return _json((await run_in_threadpool(predict_pixels, [item]))[0])
+            return _json((await predict_json([item], return_image))[0])
         blobs = await read_files(request, "file", limit=1)
-        return _json((await run_in_threadpool(predict_files, blobs[:1], wants_image(request)))[0])
+        return _json((await run_in_threadpool(predict_files, blobs, return_image))[0])
 
     @app.post("/api/predict/batch", response_model=BatchResponse, tags=["predict"],
-              responses=_ERRORS, openapi_extra=_body_doc("BatchRequest", "files", many=True))
-    async def predict_batch(request: Request):
-        """Predict several pictures: files (field ``files``) or JSON ``items``.
+              summary="Predict several pictures", responses=_ERRORS,
+              openapi_extra=_body_doc("BatchRequest", "files", many=True))
+    async def predict_batch(request: Request, return_image: ReturnImage = False):
+        """Predict several pictures: image files (form field ``files``) or JSON ``items``.
 
-        At most ``max_batch`` pictures (see /api/model); ``?return_image=true`` adds, for files,
-        the images the model saw.
+        At most ``max_batch`` pictures (see /api/model); answers come in the same order.
         """
         if kind(request) == "json":
             batch = await read_json(request, BatchRequest)
             if len(batch.items) > max_batch:
                 raise HTTPException(422, _too_many(len(batch.items), max_batch))
-            if all(cheap(item) for item in batch.items):
-                return _json(BatchResponse(predictions=predict_pixels(batch.items)))
-            return _json(BatchResponse(
-                predictions=await run_in_threadpool(predict_pixels, batch.items)))
+            return _json(BatchResponse(predictions=await predict_json(batch.items, return_image)))
         blobs = await read_files(request, "files", limit=max_batch)
         return _json(BatchResponse(
-            predictions=await run_in_threadpool(predict_files, blobs, wants_image(request))))
+            predictions=await run_in_threadpool(predict_files, blobs, return_image)))
 
     _document_bodies(app)
     return app
