@@ -12,7 +12,9 @@ def data_group():
 
 @data_group.command("info")
 @click.argument("name", required=False, default=None)
-@click.option("--data", "path", type=click.Path(), help="Your own .npz, IDX directory or image folder.")
+@click.option(
+    "--data", "path", type=click.Path(), help="Your own .npz, IDX directory or image folder."
+)
 def info(name, path):
     """Print shapes, class counts, source and sha256 of a dataset (NAME or --data PATH)."""
     from mnistlab.data import load_dataset
