@@ -29,12 +29,15 @@ def is_image_folder(root: str | os.PathLike) -> bool:
     return any(p.is_dir() and not p.name.startswith(".") for p in Path(root).iterdir())
 
 
-def read_folder(root: str | os.PathLike, size: tuple[int, int] = (28, 28)) -> dict:
+def read_folder(
+    root: str | os.PathLike, size: tuple[int, int] = (28, 28), max_pixels: int = MAX_PIXELS
+) -> dict:
     """Read an image folder into arrays.
 
     Args:
         root: a folder of class sub-folders, or one with ``train/`` (and ``test/``) holding them.
         size: ``(height, width)`` every image is resized to.
+        max_pixels: largest width x height accepted for one image.
 
     Returns:
         ``{"x_train": uint8 (N, H, W), "y_train": int64 (N,), "x_test": uint8 (M, H, W) or None,
@@ -56,7 +59,7 @@ def read_folder(root: str | os.PathLike, size: tuple[int, int] = (28, 28)) -> di
             f"{train_root}: no class sub-folders. Put each class's images in its own sub-folder, "
             "e.g. digits/0/a.png, digits/1/b.png"
         )
-    x_train, y_train = _read_split(train_root, classes, size, require_all=True)
+    x_train, y_train = _read_split(train_root, classes, size, max_pixels, require_all=True)
     x_test = y_test = None
     if test_root is not None:
         unknown = sorted(set(_class_dirs(test_root)) - set(classes))
@@ -65,7 +68,7 @@ def read_folder(root: str | os.PathLike, size: tuple[int, int] = (28, 28)) -> di
                 f"{test_root}: class folder(s) {', '.join(unknown)} are not in {train_root}. "
                 f"Use the same class names; train has {', '.join(classes)}"
             )
-        x_test, y_test = _read_split(test_root, classes, size, require_all=False)
+        x_test, y_test = _read_split(test_root, classes, size, max_pixels, require_all=False)
         if len(y_test) == 0:
             raise DataError(f"{test_root}: no images. Add images or remove the empty test folder")
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
@@ -86,7 +89,7 @@ def _class_dirs(root: Path) -> list[str]:
     return names
 
 
-def _read_split(root: Path, classes: list[str], size, require_all: bool):
+def _read_split(root: Path, classes: list[str], size, max_pixels: int, require_all: bool):
     images, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -96,14 +99,14 @@ def _read_split(root: Path, classes: list[str], size, require_all: bool):
         if not files and require_all:
             raise DataError(f"{folder}: class {name!r} has no images. Add images or remove it")
         for path in files:
-            images.append(decode(path, size))
+            images.append(decode(path, size, max_pixels))
             labels.append(label)
     h, w = size
     x = np.stack(images) if images else np.zeros((0, h, w), np.uint8)
     return x, np.asarray(labels, dtype=np.int64)
 
 
-def decode(path: Path, size: tuple[int, int] = (28, 28)) -> np.ndarray:
+def decode(path: Path, size: tuple[int, int] = (28, 28), max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode one image file to a grayscale uint8 ``(H, W)`` array of ``size``.
 
     Raises:
@@ -118,9 +121,9 @@ def decode(path: Path, size: tuple[int, int] = (28, 28)) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=FORMATS) as im:
-                if im.width * im.height > MAX_PIXELS:
+                if im.width * im.height > max_pixels:
                     raise DataError(
-                        f"{path}: {im.width}x{im.height} pixels is over the {MAX_PIXELS}-pixel "
+                        f"{path}: {im.width}x{im.height} pixels is over the {max_pixels}-pixel "
                         "limit. Shrink the image"
                     )
                 gray = im.convert("L")
