@@ -138,3 +138,9 @@ def test_cache_dir_follows_keras_home(monkeypatch, tmp_path):
     assert download.cache_dir("fashion-mnist") == tmp_path / "datasets" / "fashion-mnist"
     monkeypatch.delenv("KERAS_HOME")
     assert download.cache_dir().parts[-2:] == (".keras", "datasets")
+
+
+def test_cache_path_that_is_a_file_is_a_clear_error(http_server, tmp_path):
+    (tmp_path / "blocker").write_text("a file where the cache folder should be")
+    with pytest.raises(DownloadError, match="cannot create the cache folder"):
+        download.fetch(tmp_path / "blocker" / "f.bin", SHA, [http_server.url + "/f.bin"])

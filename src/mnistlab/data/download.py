@@ -151,7 +151,13 @@ class _OriginFailed(Exception):
 
 
 def _download(url: str, dest: Path, sha256: str, progress: Progress | None, timeout: float):
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as e:
+        raise DownloadError(
+            f"cannot write in the cache folder {dest.parent}: {e.strerror}. "
+            "Set KERAS_HOME to a writable folder"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as out:
             digest, received, expected = _stream(url, out, dest.name, progress, timeout)
