@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,8 +22,11 @@ from mnistlab.errors import DataError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_BYTES = 1 << 32
+# What numpy and zipfile raise on damaged archives; the .npy header parser tokenizes Python
+# literal syntax, hence the tokenizer's and the parser's errors.
 _ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
-           NotImplementedError, SyntaxError, TypeError, OverflowError, MemoryError)
+           NotImplementedError, SyntaxError, tokenize.TokenError, TypeError, OverflowError,
+           MemoryError, RecursionError)
 
 
 def read_npz(path: str | os.PathLike) -> dict:
