@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mnistlab.data import Dataset
@@ -17,7 +19,7 @@ def describe(ds: Dataset, val_fraction: float = 0.3) -> str:
     Returns:
         Lines of text joined by newlines, no trailing newline.
     """
-    n_val = int(round(len(ds.y_train) * val_fraction))
+    n_val = math.ceil(len(ds.y_train) * val_fraction)  # as train_test_split rounds
     n_tr = len(ds.y_train) - n_val
     h, w = ds.image_shape
     lines = [
