@@ -327,3 +327,23 @@ def test_blank_and_noise_get_no_label(trained):
     for r, status in ((blank_sheet, "blank"), (black_28, "blank"), (noise, "no_digit")):
         assert r.status == status and r.label is None and r.name is None and r.top_k == ()
         assert r.message and r.probabilities.shape == (10,)
+
+
+# A real run directory ----------------------------------------------------------------------------
+
+
+def test_from_run_uses_the_runs_model_size_and_class_names(digits_run):
+    from mnistlab.data import load_dataset
+
+    predictor = Predictor.from_run(digits_run.path)
+    assert predictor.image_size == 8 and predictor.preprocess_params.size == 8
+    assert list(predictor.class_names) == digits_run.manifest["dataset"]["class_names"]
+    ds = load_dataset("digits")
+    model = digits_run.load_model()
+    expected = model.predict(ds.x_test[:50] / 255.0, verbose=0)
+    assert np.max(np.abs(predictor.predict_proba(ds.x_test[:50]) - expected)) < 1e-5
+    sheet = np.full((120, 100), 230.0)
+    big = np.asarray(Image.fromarray(ds.x_test[0]).resize((64, 64), Image.Resampling.NEAREST))
+    sheet[30:94, 20:84] -= big * (200.0 / 255.0)
+    photo = predictor.predict(sheet.astype(np.uint8))
+    assert photo.status == "ok" and photo.image.shape == (8, 8)

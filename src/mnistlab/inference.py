@@ -39,7 +39,7 @@ ACTIVATIONS = (
 _IDENTITY_LAYERS = ("InputLayer", "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise")
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
-_CHUNK = 512  # rows per block in batch mode: keeps each layer's activations in the L2 cache
+_CHUNK = 2048  # rows per block in batch mode: few BLAS calls, activations stay in cache
 
 
 @dataclass(frozen=True)
