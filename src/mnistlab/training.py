@@ -29,6 +29,7 @@ from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.preprocess import PreprocessParams
 from mnistlab.runs import Run, create_run_dir, history_csv
 
 Progress = Callable[[int, int, dict], None]
@@ -213,6 +214,9 @@ def _start_run(config: Config, ds: Dataset, out, command) -> Run:
     sample_idx = train_idx[pick]
     save_npz(run.file("samples.npz"), images=ds.x_train[sample_idx],
              labels=ds.y_train[sample_idx], indices=sample_idx)
+    h, w = ds.image_shape
+    if h == w:  # own-photo preprocessing makes square images like the training data
+        write_text(run.file("preprocess.json"), PreprocessParams.for_size(h).to_json() + "\n")
     return run
 
 
