@@ -45,9 +45,9 @@ def cli(ctx, debug):
 
 
 def _register():
-    from mnistlab.cli import data
+    from mnistlab.cli import data, runs, train
 
-    for module in (data,):
+    for module in (data, train, runs):
         for command in module.COMMANDS:
             cli.add_command(command)
 
