@@ -111,8 +111,15 @@ def test_weights_reject_a_kernel_of_the_wrong_size():
 
 
 def test_weights_one_tile_per_unit():
-    fig = plots.weights_figure(np.random.default_rng(0).normal(size=(64, 12)), (8, 8))
-    assert sum(1 for ax in fig.axes if ax.images) == 12
+    kernel = np.random.default_rng(0).normal(size=(64, 12))
+    mosaic, shown = plots.weight_mosaic(kernel, (8, 8))
+    assert shown == 12 and mosaic.shape == (3 * 9 - 1, 4 * 9 - 1)
+    assert np.isfinite(mosaic).sum() == 12 * 64
+    # Unit 5 sits in row 1, column 1, scaled so its largest |weight| is 1.
+    tile = mosaic[9:17, 9:17]
+    np.testing.assert_allclose(
+        tile, kernel[:, 5].reshape(8, 8) / np.abs(kernel[:, 5]).max(), rtol=1e-6
+    )
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import base64
 import json
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from reportkit import check_png, write_run
@@ -147,6 +148,16 @@ def test_report_needs_a_complete_run(tmp_path):
         build_report(tmp_path / "nope")
     run = write_run(tmp_path, status="interrupted")
     with pytest.raises(RunError, match="interrupted"):
+        build_report(run)
+
+
+def test_damaged_arrays_give_a_clear_error(tmp_path):
+    run = write_run(tmp_path)
+    (run / "predictions.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RunError, match="predictions.npz is unreadable"):
+        build_report(run)
+    np.savez(run / "predictions.npz", labels=np.zeros(3, dtype=np.int64))
+    with pytest.raises(RunError, match=r"lacks the arrays \['images', 'probabilities'\]"):
         build_report(run)
 
 

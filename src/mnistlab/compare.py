@@ -71,6 +71,8 @@ def curves_overlay(histories: list[list[dict]], labels: list[str]):
     Returns:
         A ``matplotlib.figure.Figure``.
     """
+    from matplotlib.ticker import MaxNLocator
+
     from mnistlab.plots import new_figure
 
     fig = new_figure(11, 4.2)
@@ -82,6 +84,7 @@ def curves_overlay(histories: list[list[dict]], labels: list[str]):
         ax_acc.plot(epochs, [r["val_accuracy"] for r in rows], marker=marker, label=label)
     for ax, name in ((ax_loss, "validation loss"), (ax_acc, "validation accuracy")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.set_title(name.capitalize())
         ax.grid(alpha=0.3)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100
 CORRECT, WRONG = "#2b7bba", "#d1495b"
@@ -82,6 +83,7 @@ def curves_figure(history: list[dict]) -> Figure:
             epochs, [r[f"val_{key}"] for r in history], marker=marker, label=f"validation {label}"
         )
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -279,17 +281,17 @@ def confidence_figure(probabilities: np.ndarray, labels: np.ndarray) -> Figure:
     return fig
 
 
-def weights_figure(
-    kernel: np.ndarray, image_shape: tuple[int, int], layer_name: str = "dense1"
-) -> Figure:
-    """The first Dense layer's weights, one tile per unit, reshaped to the input image.
-
-    Red pixels push a unit up, blue pixels push it down (each tile has its own symmetric scale).
+def weight_mosaic(kernel: np.ndarray, image_shape: tuple[int, int], max_units: int = 100):
+    """Lay out each unit's weights as an image tile in one grid, each tile scaled to [-1, 1].
 
     Args:
         kernel: float ``(H*W, U)``.
         image_shape: ``(H, W)`` of the input images.
-        layer_name: shown in the title.
+        max_units: show at most this many units (the first ones).
+
+    Returns:
+        ``(mosaic, shown)``: float32 ``(rows*(H+1)-1, cols*(W+1)-1)`` with NaN between and after
+        tiles, and the number of tiles.
 
     Raises:
         ValueError: the kernel's input size is not ``H*W``.
@@ -300,23 +302,48 @@ def weights_figure(
         raise ValueError(
             f"kernel must have shape ({h * w}, units) for {h}x{w} images; received {kernel.shape}"
         )
-    units = kernel.shape[1]
-    shown = min(units, 100)
+    shown = min(kernel.shape[1], max_units)
     cols = math.ceil(math.sqrt(shown))
     rows = math.ceil(shown / cols)
-    fig = new_figure(min(1.0 * cols + 0.5, 11), min(1.0 * rows + 0.8, 11.5))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for u, ax in enumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if u >= shown:
-            ax.axis("off")
-            continue
+    mosaic = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, dtype=np.float32)
+    for u in range(shown):
         tile = kernel[:, u].reshape(h, w)
-        scale = float(np.abs(tile).max()) or 1.0
-        ax.imshow(tile, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+        r, c = divmod(u, cols)
+        mosaic[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile / (
+            float(np.abs(tile).max()) or 1.0
+        )
+    return mosaic, shown
+
+
+def weights_figure(
+    kernel: np.ndarray, image_shape: tuple[int, int], layer_name: str = "dense1"
+) -> Figure:
+    """The first Dense layer's weights, one tile per unit, reshaped to the input image.
+
+    Red pixels push a unit up, blue pixels push it down; each tile has its own symmetric scale.
+    All tiles are one image (one axes), which keeps the figure fast to draw.
+
+    Args:
+        kernel: float ``(H*W, U)``.
+        image_shape: ``(H, W)`` of the input images.
+        layer_name: shown in the title.
+
+    Raises:
+        ValueError: the kernel's input size is not ``H*W``.
+    """
+    import matplotlib
+
+    h, w = image_shape
+    mosaic, shown = weight_mosaic(kernel, image_shape)
+    units = np.shape(kernel)[1]
+    fig = new_figure(8.5, 8.0)
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+    im = ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_frame_on(False)
+    fig.colorbar(im, ax=ax, shrink=0.6, label="weight / largest |weight| of the unit")
     more = f", first {shown} shown" if shown < units else ""
-    fig.suptitle(
-        f"{layer_name} weights: one {h}x{w} tile per unit ({units} units{more})", fontsize=11
-    )
+    ax.set_title(f"{layer_name} weights: one {h}x{w} tile per unit ({units} units{more})")
     return fig

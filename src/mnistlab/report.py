@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import shlex
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,23 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _npz(run, name: str) -> dict[str, np.ndarray]:
+def _npz(run, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     path = run.file(name)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        # Open the file ourselves: np.load leaks its handle when the zip is corrupt.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise RunError(
+                    f"{path} lacks the arrays {missing} (has {f.files}); the run directory is "
+                    "damaged. Train it again with `mnistlab train`"
+                )
+            return {k: f[k] for k in keys}
     except FileNotFoundError:
         raise RunError(
             f"{path} is missing; the run is incomplete. Train it again with `mnistlab train`"
         ) from None
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise RunError(f"{path} is unreadable ({e}); the run directory is damaged") from None
 
 
@@ -86,8 +94,8 @@ def build_figures(
     from mnistlab.diagram import model_diagram
 
     names = run.metrics.get("class_names") or run.manifest["dataset"]["class_names"]
-    samples = _npz(run, "samples.npz")
-    pred = _npz(run, "predictions.npz")
+    samples = _npz(run, "samples.npz", ("images", "labels", "indices"))
+    pred = _npz(run, "predictions.npz", ("images", "labels", "probabilities"))
     images, labels, probs = pred["images"], pred["labels"], pred["probabilities"]
     figs = {
         "samples": plots.samples_figure(
@@ -142,6 +150,8 @@ def build_report(run_dir: str | Path, force_diagram_fallback: bool = False) -> P
     pngs, notes = build_figures(run, model, force_diagram_fallback)
     for name, data in pngs.items():
         write_bytes(run.file(f"{name}.png"), data)
+    for name in set(FIGURES) - set(pngs):
+        run.file(f"{name}.png").unlink(missing_ok=True)  # never leave a stale figure behind
     out = run.file("report.html")
     write_text(out, render_html(run, layer_rows(model), pngs, notes))
     return out
