@@ -68,15 +68,15 @@ def assert_embeds_every_figure(report):
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def handmade_run(tmp_path_factory):
     return write_run(tmp_path_factory.mktemp("runs"))
 
 
-def test_report_for_8x8_digits_has_every_figure(digits_run):
-    report = build_report(digits_run)
-    assert report == digits_run / "report.html"
+def test_report_for_8x8_digits_has_every_figure(handmade_run):
+    report = build_report(handmade_run)
+    assert report == handmade_run / "report.html"
     for name in FIGURES:
-        check_png((digits_run / f"{name}.png").read_bytes())
+        check_png((handmade_run / f"{name}.png").read_bytes())
     page = assert_embeds_every_figure(report)
     text = page.full_text
     assert "Not comparable" in text and "8x8" in text
@@ -190,16 +190,16 @@ def test_parity_verdict_mentions_a_changed_recipe():
     assert "changed the recipe" in text and "train.epochs 5 (tutorial 50)" in text
 
 
-def test_cli_report_rebuilds_from_the_run_directory(digits_run):
+def test_cli_report_rebuilds_from_the_run_directory(handmade_run):
     from mnistlab.cli import cli
 
     for name in FIGURES:
-        (digits_run / f"{name}.png").unlink(missing_ok=True)
-    result = CliRunner().invoke(cli, ["report", str(digits_run), "--no-graphviz"])
+        (handmade_run / f"{name}.png").unlink(missing_ok=True)
+    result = CliRunner().invoke(cli, ["report", str(handmade_run), "--no-graphviz"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == str(digits_run / "report.html")
-    assert all((digits_run / f"{name}.png").exists() for name in FIGURES)
-    assert "matplotlib" in parse(digits_run / "report.html").full_text
+    assert result.output.strip() == str(handmade_run / "report.html")
+    assert all((handmade_run / f"{name}.png").exists() for name in FIGURES)
+    assert "matplotlib" in parse(handmade_run / "report.html").full_text
 
 
 def test_cli_report_error_is_one_clean_line(tmp_path):
