@@ -81,7 +81,7 @@ def test_mistakes_picks_most_confident_wrong_first():
     probs = np.array([[0.1, 0.9, 0.0], [0.0, 1.0, 0.0], [0.6, 0.0, 0.4]])
     fig = plots.mistakes_figure(images, labels, probs, ("a", "b", "c"))
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["true a\npred b (90%)", "true c\npred a (60%)"]
+    assert titles == ["true a\npred b (90.0%)", "true c\npred a (60.0%)"]
 
 
 def test_zero_mistakes_gives_a_message_not_an_empty_plot():

@@ -217,7 +217,7 @@ def mistakes_figure(
     for ax, i in zip(axes, worst, strict=False):
         title = (
             f"true {_name(class_names, labels[i])}\npred {_name(class_names, predicted[i])}"
-            f" ({confidence[i]:.0%})"
+            f" ({confidence[i]:.1%})"
         )
         _show_image(ax, images[i], title, fontsize=8)
     for ax in axes[len(worst) :]:
