@@ -17,13 +17,15 @@ def _progress(epoch: int, epochs: int, logs: dict) -> None:
 
 def _load_with_fallback(cfg, fallbacks):
     """Load the configured dataset; if it cannot be had, say so and try each fallback in turn."""
+    from mnistlab.cli.data import progress_bar
     from mnistlab.data import load_dataset
     from mnistlab.errors import DataError
 
     names = [cfg.data.dataset, *fallbacks]
     for i, name in enumerate(names):
         try:
-            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors)
+            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors,
+                                progress=progress_bar())
         except DataError as e:
             if i == len(names) - 1 or cfg.data.path:
                 raise
