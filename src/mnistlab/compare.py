@@ -73,7 +73,7 @@ def curves_overlay(histories: list[list[dict]], labels: list[str]):
     """
     from matplotlib.ticker import MaxNLocator
 
-    from mnistlab.plots import new_figure
+    from mnistlab.plots.base import new_figure
 
     fig = new_figure(11, 4.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -110,7 +110,7 @@ def compare_runs(paths, out: str | Path = ".") -> Comparison:
         RunError: fewer than two runs, or a path that is not a run directory.
     """
     from mnistlab.files import write_bytes, write_text
-    from mnistlab.plots import png_bytes
+    from mnistlab.plots.base import png_bytes
     from mnistlab.runs import load_run
 
     paths = [Path(p) for p in paths]

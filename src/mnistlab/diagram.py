@@ -13,7 +13,7 @@ from pathlib import Path
 
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from mnistlab.plots import new_figure, png_bytes
+from mnistlab.plots.base import new_figure, png_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
