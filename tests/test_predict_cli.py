@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mnistlab.cli import cli
+from mnistlab.files import load_npz
 
 
 @pytest.fixture()
@@ -31,7 +32,7 @@ def test_index_prints_probabilities(digits_run):
     assert res.output.count("probabilities [") == 2 and "predicted" in res.output
     probs = json.loads(res.output.split("probabilities ")[1].split("\n")[0])
     assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-3
-    stored = np.load(digits_run.path / "predictions.npz")["probabilities"][0]
+    stored = load_npz(digits_run.path / "predictions.npz")["probabilities"][0]
     np.testing.assert_allclose(probs, stored, atol=1e-4)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import ImageError
+from mnistlab.files import load_npz
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -103,7 +104,7 @@ def pick_test_images(run, indices) -> list[tuple[int, int, np.ndarray]]:
     Raises:
         ImageError: an index outside the test set.
     """
-    data = np.load(run.file("predictions.npz"), allow_pickle=False)
+    data = load_npz(run.file("predictions.npz"))
     n = len(data["labels"])
     out = []
     for i in indices:

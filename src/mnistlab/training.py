@@ -28,7 +28,7 @@ from mnistlab.config import Config, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.errors import TrainingError, TrainingInterrupted
-from mnistlab.files import save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runs import Run, create_run_dir, history_csv
 
@@ -293,7 +293,7 @@ def train(
             config = config.model_copy(update={"data": config.data.model_copy(
                 update={"dataset": ds.name})})
         run = _start_run(config, ds, out, command)
-    split = np.load(run.file("split.npz"), allow_pickle=False)
+    split = load_npz(run.file("split.npz"))
     train_idx, val_idx = split["train_idx"], split["val_idx"]
 
     c = ds.num_classes
