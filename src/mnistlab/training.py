@@ -154,6 +154,14 @@ def train(
     from mnistlab.model import build_model, compile_model, to_input
 
     started = time.time()
+    # --- issue 7: several devices (mnistlab.distribution); checked before any file is written ---
+    parallel = None
+    if config.train.devices != "1":
+        from mnistlab.distribution import DataParallelTraining
+
+        parallel = DataParallelTraining(config)
+        config = parallel.config  # train.loop forced to "fit": the fast loop is single-device
+    # --- end issue 7 ---
     ds = dataset or load_dataset(config.data.dataset, path=config.data.path,
                                  mirrors=config.data.mirrors)
     if dataset is not None and config.data.dataset != ds.name and not config.data.path:
@@ -187,6 +195,8 @@ def train(
     x, xv = x_all[train_idx], x_all[val_idx]
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
     eye = np.eye(c, dtype=np.float32)
+    if parallel:  # issue 7: before the model is built, so its variables live on every device
+        (x, y), (xv, yv) = parallel.start(run, (x, y), (xv, yv))
     model = build_model(config.model, ds.image_shape, c, seed=config.seed)
     compile_model(model, config.train)
     run.update(params=int(model.count_params()))
@@ -210,6 +220,8 @@ def train(
             progress(epoch + 1, config.train.epochs, rows[-1])
         if stopper.should_stop(logs):
             break
+    if parallel:  # issue 7: evaluate and save on one device, as any later process loads it
+        parallel.stop()
 
     metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     write_json(run.file("metrics.json"), metrics)

@@ -45,9 +45,9 @@ def cli(ctx, debug):
 
 
 def _register():
-    from mnistlab.cli import data, runs, train
+    from mnistlab.cli import data, export, runs, train
 
-    for module in (data, train, runs):
+    for module in (data, train, runs, export):
         for command in module.COMMANDS:
             cli.add_command(command)
 
