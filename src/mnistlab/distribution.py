@@ -31,7 +31,7 @@ VIRTUAL_DEVICES_HINT = (
 )
 
 
-def _require_jax(backend: str) -> None:
+def require_jax_backend(backend: str) -> None:
     if backend != "jax":
         raise ConfigError(
             f"training on several devices needs the JAX backend; this process uses {backend!r}. "
@@ -56,7 +56,7 @@ def devices_for(spec: str) -> list[str]:
     """
     import keras
 
-    _require_jax(keras.backend.backend())
+    require_jax_backend(keras.backend.backend())
     text = str(spec).strip().lower()
     if text != "all" and not (text.isdigit() and int(text) >= 1):
         raise ConfigError(
