@@ -96,6 +96,15 @@ def even_length(n: int, n_devices: int) -> int:
     return n - n % n_devices
 
 
+def data_parallel_for(config: Config) -> DataParallelTraining | None:
+    """``DataParallelTraining(config)`` when ``train.devices`` is not ``"1"``, else ``None``.
+
+    Raises:
+        ConfigError: see ``DataParallelTraining``.
+    """
+    return None if config.train.devices == "1" else DataParallelTraining(config)
+
+
 class DataParallelTraining:
     """Set up, and later undo, data-parallel training for one ``train()`` call.
 

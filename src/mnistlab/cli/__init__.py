@@ -17,10 +17,13 @@ class _Group(click.Group):
     """A group that turns mnistlab's own errors into ``Error: ...`` and exit code 1."""
 
     def invoke(self, ctx):
-        from mnistlab.errors import MnistlabError
+        from mnistlab.errors import MnistlabError, TrainingInterrupted
 
         try:
             return super().invoke(ctx)
+        except TrainingInterrupted as e:
+            click.echo(f"Interrupted: {e}", err=True)
+            ctx.exit(130)
         except MnistlabError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -17,13 +17,15 @@ def _progress(epoch: int, epochs: int, logs: dict) -> None:
 
 def _load_with_fallback(cfg, fallbacks):
     """Load the configured dataset; if it cannot be had, say so and try each fallback in turn."""
+    from mnistlab.cli.data import progress_bar
     from mnistlab.data import load_dataset
     from mnistlab.errors import DataError
 
     names = [cfg.data.dataset, *fallbacks]
     for i, name in enumerate(names):
         try:
-            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors)
+            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors,
+                                progress=progress_bar())
         except DataError as e:
             if i == len(names) - 1 or cfg.data.path:
                 raise
@@ -49,18 +51,33 @@ def _load_with_fallback(cfg, fallbacks):
               help="Dataset to use if the chosen one cannot be had (repeatable; said out loud).")
 @click.option("--report/--no-report", default=None, help="Build figures and report.html (default on).")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("--resume", type=click.Path(), metavar="RUN",
+              help="Continue an interrupted run from its last checkpoint (other options ignored).")
 def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_size, seed, loop,
-              devices, out, fallback, report, quiet):
-    """Train the tutorial's MLP and write a run directory (runs/<time>-<preset>-<data>-seed<N>)."""
+              devices, out, fallback, report, quiet, resume):
+    """Train the tutorial's MLP and write a run directory (runs/<time>-<preset>-<data>-seed<N>).
+
+    Ctrl-C or SIGTERM stops at the end of the current epoch after saving a checkpoint;
+    `mnistlab train --resume RUN` finishes the run with the same result as an uninterrupted one.
+    """
     from mnistlab.config import load_config
     from mnistlab.training import train
 
+    if resume:
+        run = train(resume=resume, command=sys.argv, report=report,
+                    progress=None if quiet else _progress)
+        _done(run)
+        return
     cfg = load_config(preset, config_file, overrides, data__dataset=dataset, data__path=data_path,
                       train__epochs=epochs, train__batch_size=batch_size, seed=seed,
                       train__loop=loop, train__devices=devices)
     ds = _load_with_fallback(cfg, fallback)
     run = train(cfg, dataset=ds, out=out, command=sys.argv, report=report,
                 progress=None if quiet else _progress)
+    _done(run)
+
+
+def _done(run) -> None:
     m = run.metrics
     click.echo(f"Test accuracy: {m['test_accuracy']:.4f} - test loss: {m['test_loss']:.4f}")
     click.echo(f"Run directory: {run.path}")
