@@ -8,12 +8,13 @@ of epochs done and the history so far. The per-epoch shuffling order is derived 
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from mnistlab.errors import RunError
-from mnistlab.files import save_npz
+from mnistlab.files import load_npz, save_npz
 
 FILE = "checkpoint.npz"
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -59,7 +60,7 @@ def load_checkpoint(run_dir: Path, model) -> tuple[int, list[dict]]:
             "Start a new run with `mnistlab train`"
         )
     try:
-        data = np.load(path, allow_pickle=False)
+        data = load_npz(path)
         model.optimizer.build(model.trainable_variables)
         targets = [("model", v) for v in model.variables]
         targets += [("opt", v) for v in model.optimizer.variables]
@@ -75,7 +76,7 @@ def load_checkpoint(run_dir: Path, model) -> tuple[int, list[dict]]:
             {k: (int(v) if k == "epoch" else float(v)) for k, v in zip(HISTORY_KEYS, r, strict=True)}
             for r in data["history"]
         ]
-    except (KeyError, ValueError, OSError) as e:
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise RunError(
             f"{path} does not fit this run's model ({e}); it cannot be resumed. Start a new run"
         ) from None

@@ -92,3 +92,11 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_npz(path: str | Path) -> dict:
+    """Read every array of an ``.npz`` into a dict and close the file (``allow_pickle=False``)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
