@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/serving/run28.py
 
-from serving.run28 import digits28, make_run28  # noqa: E402
+from serving.run28 import make_run28  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -142,7 +142,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     page.goto(url + "/", wait_until="load")
 
     # The served run is described, and there is one bar per class.
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('digits28')")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('mnist_sample')")
     info = page.inner_text("#model-info")
     assert run.path.name in info and "test accuracy" in info
     assert page.locator("#bars li").count() == 10
@@ -157,6 +157,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     assert len(first) == 10 and all(t.endswith("%") for t in first)
     page.wait_for_function("document.getElementById('label').dataset.label !== undefined")
     first_label = page.get_attribute("#label", "data-label")
+    assert first_label == "1", page.inner_text("#label")  # drawn line -> PNG -> preprocess -> 1
     assert page.inner_text("#label").startswith("It looks like")
     assert seen_ink(page) > 0
     assert page.locator("#bars li.top").count() == 1
@@ -183,8 +184,9 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     # Upload a photo: dark ink on white paper, 10x the digit's size.
     from PIL import Image
 
-    x, y = digits28()
-    ink = np.kron(x[0], np.ones((10, 10), np.uint8))
+    with np.load(run.path / "predictions.npz", allow_pickle=False) as f:
+        digit = f["images"][0]
+    ink = np.kron(digit, np.ones((10, 10), np.uint8))
     photo = ARTIFACTS / "serve-upload-input.png"
     Image.fromarray(255 - ink).save(photo)
     page.set_input_files("#upload", str(photo))
@@ -216,7 +218,7 @@ def test_phone_viewport(served, browser):
     page = context.new_page()
     watch = Watch(page)
     page.goto(url + "/", wait_until="load")
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('digits28')")
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('mnist_sample')")
     widths = page.evaluate(
         "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], f"horizontal scroll on a phone: {widths}"

@@ -56,7 +56,7 @@ def test_not_ready_without_a_model(app):
 def test_model_info_describes_the_run(client, run28):
     info = client.get("/api/model").json()
     assert info["run_name"] == run28.path.name
-    assert info["dataset"] == "digits28"
+    assert info["dataset"] == "mnist_sample"
     assert info["test_accuracy"] == pytest.approx(run28.metrics["test_accuracy"])
     assert info["class_names"] == [str(i) for i in range(10)]
     assert info["image_size"] == 28 and info["num_classes"] == 10
