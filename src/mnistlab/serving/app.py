@@ -313,7 +313,7 @@ def create_app(source, *, model_file: bool = False, max_body_bytes: int = MAX_BO
         flags = [item.return_image or return_image for item in items]
         if all(pre is None for _, pre in prepared):
             # ~0.1 ms of numpy: cheaper on the event loop than a hop to the thread pool
-            # (measured: 0.45-0.50 vs 0.54-0.78 ms of server CPU per request).
+            # (bench/serve_load.py: 0.43-0.46 vs 0.53-0.83 ms of server CPU per request).
             return predict_arrays(prepared, flags)
         return await run_in_threadpool(predict_arrays, prepared, flags)
 
