@@ -1,36 +1,72 @@
-"""Research: seconds per epoch of candidate training loops (step 1 of issue 8).
+"""Seconds per epoch of the tutorial's training: the tutorial's code vs Keras/JAX fit vs fit_fast.
 
-Run: .venv/bin/python bench/train_speed.py --rounds 5 [--only a,b,c,d] [--unroll 1]
+Each variant runs in its own subprocess (backends never mix), the variants alternate round by round
+in one sitting, and a variant's figure is the median epoch time after its first (compiling) epoch,
+validation included, as ``fit`` reports it. Peak RSS is each child's ``ru_maxrss``. Results go to
+``bench/results/train_speed-<time>.json``.
+
+Run:  .venv/bin/python bench/train_speed.py                       # 3 rounds of 6 epochs
+      .venv/bin/python bench/train_speed.py --full                # + one 50-epoch fit_fast wall
+      .venv/bin/python bench/train_speed.py --accuracy-seeds 5    # + 50-epoch accuracy, 5 seeds
+
+Data: full-size Fashion-MNIST from /usr/share/datasets/fashion-mnist, split 70/30 with
+random_state=111 (42,000 train / 18,000 val: 329 + 141 batches of 128), SGD lr 0.01, MLP
+784-100-64-32-10, 50 epochs.
+
+Research notes (step 1, same machine, 2 vCPU AVX-512, shared with other jobs, median of 3-5
+epochs after warm-up, training only; validation 141 batches listed separately):
+  (a) Keras fit, JAX, float32, steps_per_execution=32 ........ 0.29 s  (val 0.07 s)
+  (b) whole epoch as one jitted lax.scan, Keras stateless_call
+      + optimizer.stateless_apply, data on device ............. 0.29 s  (val 0.04 s)
+  (c) same with a hand-written JAX MLP and jax.grad ........... 0.275 s (val 0.06 s)
+  (d) hand-written float32 numpy, OpenBLAS sgemm into
+      preallocated buffers, in-place SGD, 1 BLAS thread ....... 0.235 s (val 0.04 s)
+      the same with 2 BLAS threads ............................. 1.5-2.5 s: with two cores and
+      other processes running, OpenBLAS' worker thread spins and loses its core; even alone,
+      big-gemm / elementwise / big-gemm sequences were up to 3x slower than with 1 thread.
+  The arithmetic of (d) is two 128x784x100 sgemms per step (~215 us each on one core, 93 GFLOP/s);
+  the rest is numpy call overhead (~60 small ops per step). fit_fast uses (d) for SGD and (c)
+  with optimizer.stateless_apply for every other optimizer. scan unroll and
+  --xla_cpu_multi_thread_eigen=false: see bench/results (research-*.txt) for the measured effect.
 """
 
 import argparse
-import gzip
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-
-import numpy as np  # noqa: E402
-
+HERE = Path(__file__).resolve().parent
 DATA = "/usr/share/datasets/fashion-mnist"
 
 
-def load():
-    with gzip.open(f"{DATA}/train-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(f"{DATA}/train-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+# --------------------------------------------------------------------------- workers
+def load_split():
+    """Fashion-MNIST as the tutorial splits it: float32 images in [0, 1], int64 labels."""
+    import gzip
+
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
-    xt, xv, yt, yv = train_test_split(x, y, test_size=0.3, random_state=111)
-    return (xt / 255.0).astype(np.float32), yt, (xv / 255.0).astype(np.float32), yv
+    def read(name, offset):
+        with gzip.open(f"{DATA}/{name}") as f:
+            return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+    x = read("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+    y = read("train-labels-idx1-ubyte.gz", 8).astype(np.int64)
+    xt = (read("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28) / 255.0).astype(np.float32)
+    yt = read("t10k-labels-idx1-ubyte.gz", 8).astype(np.int64)
+    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.3, random_state=111)
+    f32 = lambda a: (a / 255.0).astype(np.float32)  # noqa: E731
+    return f32(x_tr), y_tr, f32(x_va), y_va, xt, yt
 
 
-def build(keras):
-    keras.utils.set_random_seed(1)
-    m = keras.Sequential(
+def tutorial_model(keras, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
         [
             keras.Input((28, 28)),
             keras.layers.Flatten(name="flatten"),
@@ -40,258 +76,193 @@ def build(keras):
             keras.layers.Dense(10, activation="softmax", name="output"),
         ]
     )
-    return m
 
 
-# --------------------------------------------------------------------------- (a) keras fit
-def cand_a(keras, xt, yt, xv, yv):
-    m = build(keras)
-    m.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy", metrics=["accuracy"],
-              steps_per_execution=32)
-    yt1 = np.eye(10, dtype=np.float32)[yt]
-    yv1 = np.eye(10, dtype=np.float32)[yv]
-
-    def train():
-        m.fit(xt, yt1, batch_size=128, epochs=1, verbose=0, shuffle=True)
-
-    def val():
-        m.evaluate(xv, yv1, batch_size=128, verbose=0)
-
-    return train, val
-
-
-# --------------------------------------------------------------------------- scan helpers
-def scan_epoch_fn(step, bs, unroll):
-    import jax
-    import jax.numpy as jnp
-
-    def epoch(state, x, y, perm, n):
-        steps = perm.shape[0] // bs
-
-        def body(state, i):
-            idx = jax.lax.dynamic_slice_in_dim(perm, i * bs, bs)
-            w = (jnp.arange(bs) + i * bs < n).astype(jnp.float32)
-            state, (loss, acc) = step(state, x[idx], y[idx], w)
-            cnt = w.sum()
-            return state, (loss * cnt, acc * cnt)
-
-        state, (ls, accs) = jax.lax.scan(body, state, jnp.arange(steps), unroll=unroll)
-        return state, ls.sum() / n, accs.sum() / n
-
-    return jax.jit(epoch, donate_argnums=0, static_argnums=4)
-
-
-def pad_perm(perm, bs):
-    steps = -(-len(perm) // bs)
-    out = np.zeros(steps * bs, np.int32)
-    out[: len(perm)] = perm
-    return out
-
-
-# --------------------------------------------------------------------------- (b) keras stateless
-def cand_b(keras, xt, yt, xv, yv, unroll=1):
-    import jax
-    import jax.numpy as jnp
-
-    m = build(keras)
-    opt = keras.optimizers.SGD(0.01)
-    opt.build(m.trainable_variables)
-    eps = 1e-7
-
-    def loss_fn(tv, ntv, x, y, w):
-        p, ntv = m.stateless_call(tv, ntv, x, training=True)
-        p = p / p.sum(-1, keepdims=True)
-        p = jnp.clip(p, eps, 1 - eps)
-        lab = jnp.take_along_axis(jnp.log(p), y[:, None], 1)[:, 0]
-        per = -lab
-        loss = (per * w).sum() / w.sum()
-        acc = ((jnp.argmax(p, -1) == y) * w).sum() / w.sum()
-        return loss, (acc, ntv)
-
-    def step(state, x, y, w):
-        tv, ntv, ov = state
-        (loss, (acc, ntv)), g = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, x, y, w)
-        tv, ov = opt.stateless_apply(ov, g, tv)
-        return (tv, ntv, ov), (loss, acc)
-
-    ep = scan_epoch_fn(step, 128, unroll)
-    X, Y = jnp.asarray(xt.reshape(len(xt), 28, 28)), jnp.asarray(yt, jnp.int32)
-    XV, YV = jnp.asarray(xv), jnp.asarray(yv, jnp.int32)
-    state = [([v.value for v in m.trainable_variables],
-              [v.value for v in m.non_trainable_variables],
-              [v.value for v in opt.variables])]
-    n = len(xt)
-    epoch = [0]
-
-    @jax.jit
-    def vfn(tv, ntv, x, y):
-        p, _ = m.stateless_call(tv, ntv, x)
-        return jnp.mean(jnp.argmax(p, -1) == y)
-
-    def train():
-        perm = np.random.default_rng([1, epoch[0]]).permutation(n)
-        epoch[0] += 1
-        s, loss, acc = ep(state[0], X, Y, jnp.asarray(pad_perm(perm, 128)), n)
-        state[0] = s
-        jax.block_until_ready(loss)
-
-    def val():
-        tv, ntv, _ = state[0]
-        # batch by 128 like evaluate: scan over batches
-        jax.block_until_ready(vfn(tv, ntv, XV, YV))
-
-    return train, val
-
-
-# --------------------------------------------------------------------------- (c) pure jax
-def cand_c(keras, xt, yt, xv, yv, unroll=1):
-    import jax
-    import jax.numpy as jnp
-
-    m = build(keras)
-    params = [v.value for v in m.trainable_variables]
-    eps = 1e-7
-
-    def fwd(params, x):
-        h = x.reshape(x.shape[0], -1)
-        for i in range(0, len(params) - 2, 2):
-            h = jax.nn.relu(h @ params[i] + params[i + 1])
-        return jax.nn.softmax(h @ params[-2] + params[-1])
-
-    def loss_fn(params, x, y, w):
-        p = fwd(params, x)
-        p = p / p.sum(-1, keepdims=True)
-        p = jnp.clip(p, eps, 1 - eps)
-        per = -jnp.take_along_axis(jnp.log(p), y[:, None], 1)[:, 0]
-        return (per * w).sum() / w.sum(), ((jnp.argmax(p, -1) == y) * w).sum() / w.sum()
-
-    def step(params, x, y, w):
-        (loss, acc), g = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, w)
-        params = [p - gi * 0.01 for p, gi in zip(params, g)]
-        return params, (loss, acc)
-
-    ep = scan_epoch_fn(step, 128, unroll)
-    X, Y = jnp.asarray(xt), jnp.asarray(yt, jnp.int32)
-    XV, YV = jnp.asarray(xv), jnp.asarray(yv, jnp.int32)
-    state = [params]
-    n = len(xt)
-    epoch = [0]
-    vfn = jax.jit(lambda p, x, y: jnp.mean(jnp.argmax(fwd(p, x), -1) == y))
-
-    def train():
-        perm = np.random.default_rng([1, epoch[0]]).permutation(n)
-        epoch[0] += 1
-        s, loss, acc = ep(state[0], X, Y, jnp.asarray(pad_perm(perm, 128)), n)
-        state[0] = s
-        jax.block_until_ready(loss)
-
-    def val():
-        jax.block_until_ready(vfn(state[0], XV, YV))
-
-    return train, val
-
-
-# --------------------------------------------------------------------------- (d) numpy
-def cand_d(keras, xt, yt, xv, yv, unroll=1):
-    m = build(keras)
-    W = [np.array(v.value) for v in m.trainable_variables]
-    n, bs, lr = len(xt), 128, np.float32(0.01)
-    X = xt.reshape(n, -1)
-    XV = xv.reshape(len(xv), -1)
-    sizes = [W[i].shape[1] for i in range(0, len(W), 2)]
-    G = [np.empty_like(w) for w in W]
-    xb = np.empty((bs, X.shape[1]), np.float32)
-    H = [np.empty((bs, s), np.float32) for s in sizes]
-    D = [np.empty((bs, s), np.float32) for s in sizes]
-    lo, hi = np.float32(1e-7), np.float32(1 - 1e-7)
-    epoch = [0]
-
-    def train():
-        perm = np.random.default_rng([1, epoch[0]]).permutation(n)
-        epoch[0] += 1
-        tot_loss = 0.0
-        tot_acc = 0
-        for s in range(0, n, bs):
-            idx = perm[s : s + bs]
-            k = len(idx)
-            xk = xb[:k]
-            np.take(X, idx, axis=0, out=xk)
-            h_in = xk
-            hs = []
-            for j in range(len(sizes)):
-                h = H[j][:k]
-                np.dot(h_in, W[2 * j], out=h)
-                h += W[2 * j + 1]
-                if j < len(sizes) - 1:
-                    np.maximum(h, 0, out=h)
-                hs.append(h)
-                h_in = h
-            z = hs[-1]
-            z -= z.max(1, keepdims=True)
-            np.exp(z, out=z)
-            z /= z.sum(1, keepdims=True)
-            y = yt[idx]
-            pt = z[np.arange(k), y]
-            ptc = np.clip(pt, lo, hi)
-            tot_loss += float(-np.log(ptc).sum())
-            tot_acc += int((z.argmax(1) == y).sum())
-            g = D[-1][:k]
-            np.multiply(z, (ptc == pt).astype(np.float32)[:, None] / np.float32(k), out=g)
-            g[np.arange(k), y] -= (ptc == pt) / np.float32(k)
-            for j in range(len(sizes) - 1, -1, -1):
-                a = hs[j - 1] if j > 0 else xk
-                np.dot(a.T, g, out=G[2 * j])
-                np.sum(g, axis=0, out=G[2 * j + 1])
-                if j > 0:
-                    gp = D[j - 1][:k]
-                    np.dot(g, W[2 * j].T, out=gp)
-                    gp *= hs[j - 1] > 0
-                    g = gp
-            for w, gw in zip(W, G):
-                gw *= lr
-                w -= gw
-
-    def val():
-        h = XV
-        for j in range(len(sizes)):
-            h = h @ W[2 * j] + W[2 * j + 1]
-            if j < len(sizes) - 1:
-                np.maximum(h, 0, out=h)
-        (h.argmax(1) == yv).mean()
-
-    return train, val
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", default="a,b,c,d")
-    ap.add_argument("--unroll", type=int, default=1)
-    args = ap.parse_args()
+def worker(variant: str, epochs: int, seed: int, t_start: float) -> dict:
+    """Train in this process and return timings; ``variant`` is keras-jax-fit or fit-fast."""
+    os.environ["KERAS_BACKEND"] = "jax"
     import keras
+    import numpy as np
 
-    xt, yt, xv, yv = load()
-    cands = {}
-    for name in args.only.split(","):
-        f = globals()[f"cand_{name}"]
-        kw = {} if name == "a" else {"unroll": args.unroll}
-        tr, va = f(keras, xt, yt, xv, yv, **kw)
-        tr(), va()  # warm-up / compile
-        cands[name] = (tr, va, [], [])
-    for _ in range(args.rounds):
-        for name, (tr, va, ts, vs) in cands.items():
-            t0 = time.perf_counter()
-            tr()
-            t1 = time.perf_counter()
-            va()
-            t2 = time.perf_counter()
-            ts.append(t1 - t0)
-            vs.append(t2 - t1)
-    print(f"flags={os.environ.get('XLA_FLAGS', '')} unroll={args.unroll}", file=sys.stderr)
-    for name, (_, _, ts, vs) in cands.items():
-        print(f"{name}: train {statistics.median(ts):.3f} s/epoch  val {statistics.median(vs):.3f} s"
-              f"  (min {min(ts):.3f})")
+    x, y, xv, yv, xt, yt = load_split()
+    model = tutorial_model(keras, seed)
+    times = []
+    last = [0.0]
+
+    class Timer(keras.callbacks.Callback):
+        # fit_fast calls on_epoch_end of any object; keras fit needs a Callback.
+        def on_epoch_begin(self, epoch, logs=None):
+            last[0] = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - last[0])
+
+    t_train = time.perf_counter()
+    last[0] = t_train
+    if variant == "keras-jax-fit":
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=32,
+        )
+        eye = np.eye(10, dtype=np.float32)
+        hist = model.fit(
+            x,
+            eye[y],
+            validation_data=(xv, eye[yv]),
+            batch_size=128,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=[Timer()],
+        ).history
+    else:
+        from mnistlab.fastloop import fit_fast
+
+        hist = fit_fast(
+            model,
+            x,
+            y,
+            xv,
+            yv,
+            epochs=epochs,
+            batch_size=128,
+            seed=seed,
+            optimizer=keras.optimizers.SGD(0.01),
+            callbacks=[Timer()],
+        )
+    train_seconds = time.perf_counter() - t_train
+    test_acc = float(
+        (np.asarray(model.predict(xt, batch_size=1024, verbose=0)).argmax(1) == yt).mean()
+    )
+    return {
+        "epoch_seconds": times,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - t_start,
+        "val_accuracy": hist["val_accuracy"][-1],
+        "test_accuracy": test_acc,
+    }
 
 
+# --------------------------------------------------------------------------- driver
+VARIANTS = {
+    "tutorial (Keras3/TF, float64, fit)": [str(HERE / "tutorial_baseline.py")],
+    "keras-jax-fit (float32, spe=32)": [__file__, "--worker", "keras-jax-fit"],
+    "fit_fast (mnistlab.fastloop)": [__file__, "--worker", "fit-fast"],
+}
+
+
+def run_child(args: list[str], epochs: int, seed: int = 1) -> dict:
+    """Run one variant in a subprocess; return its JSON, its own peak RSS (``os.wait4``) and wall."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, *args, "--epochs", str(epochs)]
+    if "--worker" in args:
+        cmd += ["--seed", str(seed)]
+    with open(os.devnull, "w") as devnull:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=devnull, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["outside_wall_seconds"] = time.perf_counter() - t0
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=6, help="epochs per timing run")
+    ap.add_argument("--full", action="store_true", help="also time one 50-epoch fit_fast run")
+    ap.add_argument(
+        "--accuracy-seeds",
+        type=int,
+        default=0,
+        help="50-epoch test accuracy of fit_fast vs keras-jax-fit over this many seeds",
+    )
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.epochs, args.seed, T_START)))
+        return
+
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for r in range(args.rounds):
+        for name, child in VARIANTS.items():
+            res = run_child(child, args.epochs)
+            runs[name].append(res)
+            print(f"round {r + 1}: {name}: {res['epoch_seconds'][1:]}", file=sys.stderr)
+    table = {}
+    for name, results in runs.items():
+        steady = [t for res in results for t in res["epoch_seconds"][1:]]
+        table[name] = {
+            "median_s_per_epoch": statistics.median(steady),
+            "min_s_per_epoch": min(steady),
+            "first_epoch_s": statistics.median(res["epoch_seconds"][0] for res in results),
+            "peak_rss_mb": max(res["peak_rss_mb"] for res in results),
+            "process_wall_s": statistics.median(res["outside_wall_seconds"] for res in results),
+        }
+    report = {
+        "timing_runs": runs,
+        "table": table,
+        "epochs_per_run": args.epochs,
+        "rounds": args.rounds,
+    }
+    if args.full:
+        full = run_child(VARIANTS["fit_fast (mnistlab.fastloop)"], 50)
+        report["fit_fast_50_epochs"] = full
+    if args.accuracy_seeds:
+        acc = {"fit_fast": [], "keras_jax_fit": []}
+        for seed in range(args.accuracy_seeds):
+            for key, variant in (("fit_fast", "fit-fast"), ("keras_jax_fit", "keras-jax-fit")):
+                res = run_child([__file__, "--worker", variant], 50, seed=seed)
+                acc[key].append(res["test_accuracy"])
+                print(f"accuracy seed {seed} {key}: {res['test_accuracy']:.4f}", file=sys.stderr)
+        report["accuracy_50_epochs"] = acc
+    report["loadavg_before"] = load_before
+    report["loadavg_after"] = os.getloadavg()
+    report["cpu_count"] = os.cpu_count()
+
+    lines = [
+        f"{'variant':40s} {'s/epoch':>8s} {'min':>7s} {'1st':>7s} {'RSS MB':>7s} {'proc wall':>9s}"
+    ]
+    for name, row in table.items():
+        lines.append(
+            f"{name:40s} {row['median_s_per_epoch']:8.3f} {row['min_s_per_epoch']:7.3f} "
+            f"{row['first_epoch_s']:7.3f} {row['peak_rss_mb']:7.0f} "
+            f"{row['process_wall_s']:9.1f}"
+        )
+    if args.full:
+        f = report["fit_fast_50_epochs"]
+        lines.append(
+            f"fit_fast 50 epochs: training {f['train_seconds']:.1f} s, process wall "
+            f"{f['outside_wall_seconds']:.1f} s, peak RSS {f['peak_rss_mb']:.0f} MB, "
+            f"val acc {f['val_accuracy']:.4f}, test acc {f['test_accuracy']:.4f}"
+        )
+    if args.accuracy_seeds:
+        a = report["accuracy_50_epochs"]
+        lines.append(
+            f"test accuracy over {args.accuracy_seeds} seeds: fit_fast "
+            f"{statistics.mean(a['fit_fast']):.4f}, keras-jax-fit "
+            f"{statistics.mean(a['keras_jax_fit']):.4f}"
+        )
+    lines.append(f"load average before/after: {load_before} / {report['loadavg_after']}")
+    print("\n".join(lines))
+
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"train_speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
+T_START = time.perf_counter()
 if __name__ == "__main__":
     main()

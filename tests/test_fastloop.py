@@ -1,11 +1,11 @@
 """fit_fast: the same training as Keras fit, reproducible, resumable, on both of its paths."""
 
-import mnistlab  # noqa: F401  (sets KERAS_BACKEND=jax before keras loads)
 import keras
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+import mnistlab  # noqa: F401  (sets KERAS_BACKEND=jax before keras loads)
 from mnistlab.errors import ModelError
 from mnistlab.fastloop import fit_fast, permutation
 
@@ -30,7 +30,10 @@ def make_model(seed=1, dropout=0.0, activation="relu"):
     layers = [keras.Input((8, 8)), keras.layers.Flatten()]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
-    layers += [keras.layers.Dense(32, activation=activation), keras.layers.Dense(16, activation=activation)]
+    layers += [
+        keras.layers.Dense(32, activation=activation),
+        keras.layers.Dense(16, activation=activation),
+    ]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(10, activation="softmax"))
@@ -40,8 +43,9 @@ def make_model(seed=1, dropout=0.0, activation="relu"):
 def train(digits, optimizer, *, seed=5, epochs=3, model=None, **kw):
     x, y, xv, yv = digits[:4]
     model = model or make_model()
-    hist = fit_fast(model, x, y, xv, yv, epochs=epochs, batch_size=64, optimizer=optimizer,
-                    seed=seed, **kw)
+    hist = fit_fast(
+        model, x, y, xv, yv, epochs=epochs, batch_size=64, optimizer=optimizer, seed=seed, **kw
+    )
     return model, hist
 
 
@@ -61,13 +65,31 @@ OPTIMIZERS = {
 def test_matches_keras_fit_when_not_shuffled(digits):
     x, y, xv, yv = digits[:4]
     ref = make_model()
-    ref.compile(optimizer=keras.optimizers.SGD(0.05), loss="categorical_crossentropy",
-                metrics=["accuracy"])
-    expected = ref.fit(x, np.eye(10)[y], validation_data=(xv, np.eye(10)[yv]), batch_size=48,
-                       epochs=3, shuffle=False, verbose=0).history
+    ref.compile(
+        optimizer=keras.optimizers.SGD(0.05), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
+    expected = ref.fit(
+        x,
+        np.eye(10)[y],
+        validation_data=(xv, np.eye(10)[yv]),
+        batch_size=48,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+    ).history
     model = make_model()
-    got = fit_fast(model, x, y, xv, yv, epochs=3, batch_size=48, seed=0, shuffle=False,
-                   optimizer=keras.optimizers.SGD(0.05))
+    got = fit_fast(
+        model,
+        x,
+        y,
+        xv,
+        yv,
+        epochs=3,
+        batch_size=48,
+        seed=0,
+        shuffle=False,
+        optimizer=keras.optimizers.SGD(0.05),
+    )
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(got[key], expected[key], rtol=2e-5, atol=1e-6, err_msg=key)
     for a, b in zip(model.get_weights(), ref.get_weights()):
@@ -135,8 +157,9 @@ def test_plain_callback_stops_early_and_sees_the_epochs_weights(digits):
             return epoch == 1
 
     model = make_model()
-    _, hist = train(digits, keras.optimizers.SGD(0.05), epochs=10, model=model,
-                    callbacks=[StopAfterSecond()])
+    _, hist = train(
+        digits, keras.optimizers.SGD(0.05), epochs=10, model=model, callbacks=[StopAfterSecond()]
+    )
     assert len(hist["loss"]) == 2 and [e for e, _, _ in seen] == [0, 1]
     assert seen[0][1] == ["accuracy", "loss", "val_accuracy", "val_loss"]
     assert not np.array_equal(seen[0][2], seen[1][2])
@@ -161,9 +184,12 @@ def test_keras_callbacks_run_and_can_stop_training(digits):
     # With min_delta=1 nothing after the first epoch counts as an improvement, so EarlyStopping
     # stops once `patience` epochs have passed. An uncompiled model has no metric objects, so
     # EarlyStopping needs mode= spelled out.
-    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", min_delta=1.0,
-                                            patience=3)
-    _, hist = train(digits, keras.optimizers.Adam(0.003), epochs=10, callbacks=[Recorder(), stopper])
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", min_delta=1.0, patience=3
+    )
+    _, hist = train(
+        digits, keras.optimizers.Adam(0.003), epochs=10, callbacks=[Recorder(), stopper]
+    )
     assert events == ["begin", 0, 1, 2, "end"] and len(hist["loss"]) == 3
     _, hist = train(digits, keras.optimizers.SGD(0.05), epochs=10, callbacks=[stopper])
     assert len(hist["loss"]) == 4 and stopper.stopped_epoch == 3
@@ -181,24 +207,51 @@ def test_one_hot_labels_and_other_activations(digits):
     x, y, xv, yv = digits[:4]
     for activation in ("tanh", "sigmoid", "gelu"):
         model = make_model(activation=activation)
-        hist = fit_fast(model, x, np.eye(10)[y], xv, np.eye(10)[yv], epochs=2, batch_size=32,
-                        optimizer=keras.optimizers.SGD(0.1), seed=0)
+        hist = fit_fast(
+            model,
+            x,
+            np.eye(10)[y],
+            xv,
+            np.eye(10)[yv],
+            epochs=2,
+            batch_size=32,
+            optimizer=keras.optimizers.SGD(0.1),
+            seed=0,
+        )
         assert np.isfinite(hist["loss"]).all() and hist["loss"][1] < hist["loss"][0], activation
 
 
 def test_unsupported_models_are_refused_with_a_reason(digits):
     x, y, xv, yv = digits[:4]
-    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
-                             keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    conv = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     with pytest.raises(ModelError, match="Conv2D"):
-        fit_fast(conv, x, y, xv, yv, epochs=1, batch_size=32, optimizer=keras.optimizers.SGD(), seed=0)
+        fit_fast(
+            conv, x, y, xv, yv, epochs=1, batch_size=32, optimizer=keras.optimizers.SGD(), seed=0
+        )
     logits = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(ModelError, match="softmax"):
-        fit_fast(logits, x, y, xv, yv, epochs=1, batch_size=32, optimizer=keras.optimizers.SGD(),
-                 seed=0)
+        fit_fast(
+            logits, x, y, xv, yv, epochs=1, batch_size=32, optimizer=keras.optimizers.SGD(), seed=0
+        )
     with pytest.raises(ModelError, match="expects 64"):
-        fit_fast(make_model(), x[:, :4], y, xv, yv, epochs=1, batch_size=32,
-                 optimizer=keras.optimizers.SGD(), seed=0)
+        fit_fast(
+            make_model(),
+            x[:, :4],
+            y,
+            xv,
+            yv,
+            epochs=1,
+            batch_size=32,
+            optimizer=keras.optimizers.SGD(),
+            seed=0,
+        )
 
 
 def test_reaches_the_accuracy_of_keras_fit_with_reshuffling(digits):
@@ -211,8 +264,17 @@ def test_reaches_the_accuracy_of_keras_fit_with_reshuffling(digits):
     fast, fit = [], []
     for seed in range(5):
         model = make_model(seed=seed)
-        fit_fast(model, x, y, None, None, epochs=50, batch_size=32, seed=seed,
-                 optimizer=keras.optimizers.SGD(0.05))
+        fit_fast(
+            model,
+            x,
+            y,
+            None,
+            None,
+            epochs=50,
+            batch_size=32,
+            seed=seed,
+            optimizer=keras.optimizers.SGD(0.05),
+        )
         fast.append(float((np.asarray(model(xt)).argmax(1) == yt).mean()))
         ref = make_model(seed=seed)
         ref.compile(optimizer=keras.optimizers.SGD(0.05), loss="categorical_crossentropy")

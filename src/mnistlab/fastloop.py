@@ -59,7 +59,9 @@ def _plan(model) -> list[_Dense]:
     import keras
 
     if not model.built:
-        raise ModelError("fit_fast needs a built model; call model.build(...) or pass an Input first")
+        raise ModelError(
+            "fit_fast needs a built model; call model.build(...) or pass an Input first"
+        )
     plan: list[_Dense] = []
     rate = 0.0
     for layer in model.layers:
@@ -73,7 +75,9 @@ def _plan(model) -> list[_Dense]:
                     f"Received two in a row before layer {layer.name!r}"
                 )
             if layer.noise_shape is not None:
-                raise ModelError(f"Dropout noise_shape is not supported; received {layer.noise_shape}")
+                raise ModelError(
+                    f"Dropout noise_shape is not supported; received {layer.noise_shape}"
+                )
             rate = float(layer.rate)
             continue
         if not isinstance(layer, keras.layers.Dense):
@@ -83,8 +87,13 @@ def _plan(model) -> list[_Dense]:
             )
         extras = [
             n
-            for n in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                      "kernel_constraint", "bias_constraint")
+            for n in (
+                "kernel_regularizer",
+                "bias_regularizer",
+                "activity_regularizer",
+                "kernel_constraint",
+                "bias_constraint",
+            )
             if getattr(layer, n, None) is not None
         ]
         if extras or getattr(layer, "lora_enabled", False):
@@ -111,7 +120,9 @@ def _plan(model) -> list[_Dense]:
         raise ModelError("a Dropout after the output layer has no effect in fit; remove it")
     owned = {id(v) for d in plan for v in (d.kernel, d.bias) if v is not None}
     if {id(v) for v in model.trainable_variables} != owned:
-        raise ModelError("the model has trainable variables outside its Dense layers; use loop='fit'")
+        raise ModelError(
+            "the model has trainable variables outside its Dense layers; use loop='fit'"
+        )
     return plan
 
 
@@ -127,8 +138,15 @@ def _numpy_supported(plan: list[_Dense], optimizer) -> bool:
     cfg = optimizer.get_config()
     plain = all(
         cfg.get(k) in (None, False)
-        for k in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-                  "loss_scale_factor", "gradient_accumulation_steps")
+        for k in (
+            "weight_decay",
+            "clipnorm",
+            "clipvalue",
+            "global_clipnorm",
+            "use_ema",
+            "loss_scale_factor",
+            "gradient_accumulation_steps",
+        )
     )
     hidden_ok = all(d.activation in _NUMPY_ACTIVATIONS for d in plan[:-1])
     return plain and hidden_ok and isinstance(cfg["learning_rate"], float)
@@ -242,8 +260,9 @@ class _NumpyLoop:
                     mask = self.masks[j][:k]
                     keep = np.float32(1 - d.dropout)
                     # keras: bernoulli(keep) mask, kept values divided by keep
-                    np.less(rng.random(mask.shape, dtype=np.float32), keep, out=mask,
-                            casting="unsafe")
+                    np.less(
+                        rng.random(mask.shape, dtype=np.float32), keep, out=mask, casting="unsafe"
+                    )
                     mask /= keep
                     dropped = (self.tmp[j - 1] if j else self.dropped_x)[:k]
                     np.multiply(a, mask, out=dropped)
@@ -523,7 +542,11 @@ def fit_fast(
     plain_cbs = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
     steps_per_epoch = math.ceil(len(x) / batch_size)
     cbl = keras.callbacks.CallbackList(
-        keras_cbs, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs,
+        keras_cbs,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=verbose,
+        epochs=epochs,
         steps=steps_per_epoch,
     )
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
