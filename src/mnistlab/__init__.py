@@ -8,6 +8,8 @@ import os
 
 # Keras reads this once, at its own import; it must be set before anything imports keras.
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# Keras imports TensorFlow (when installed) to serialise models; keep its C++ start-up chatter quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

@@ -62,7 +62,7 @@ class TrainConfig(_Section):
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     shuffle: bool = Field(True, description="reshuffle the training set every epoch (seeded)")
     loop: Literal["fast", "fit"] = Field(
-        "fast", description="fast: whole-epoch compiled loop; fit: plain keras Model.fit"
+        "fit", description="fast: whole-epoch compiled loop; fit: plain keras Model.fit"
     )
     devices: str = Field("1", description="number of devices for data-parallel training, or 'all'")
 

@@ -37,5 +37,9 @@ class TrainingError(MnistlabError):
     """Training could not continue (e.g. the loss became NaN)."""
 
 
+class TrainingInterrupted(TrainingError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; it can be resumed."""
+
+
 class ExportError(MnistlabError):
     """An export failed or did not match the Keras model."""

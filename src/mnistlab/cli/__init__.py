@@ -17,10 +17,13 @@ class _Group(click.Group):
     """A group that turns mnistlab's own errors into ``Error: ...`` and exit code 1."""
 
     def invoke(self, ctx):
-        from mnistlab.errors import MnistlabError
+        from mnistlab.errors import MnistlabError, TrainingInterrupted
 
         try:
             return super().invoke(ctx)
+        except TrainingInterrupted as e:
+            click.echo(f"Interrupted: {e}", err=True)
+            ctx.exit(130)
         except MnistlabError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -45,9 +48,9 @@ def cli(ctx, debug):
 
 
 def _register():
-    from mnistlab.cli import data
+    from mnistlab.cli import data, runs, train
 
-    for module in (data,):
+    for module in (data, train, runs):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,100 @@
+"""``mnistlab train`` and ``mnistlab rerun``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _progress(epoch: int, epochs: int, logs: dict) -> None:
+    click.echo(
+        f"Epoch {epoch}/{epochs} - {logs['seconds']:.2f}s - loss: {logs['loss']:.4f} - "
+        f"accuracy: {logs['accuracy']:.4f} - val_loss: {logs['val_loss']:.4f} - "
+        f"val_accuracy: {logs['val_accuracy']:.4f}"
+    )
+
+
+def _load_with_fallback(cfg, fallbacks):
+    """Load the configured dataset; if it cannot be had, say so and try each fallback in turn."""
+    from mnistlab.cli.data import progress_bar
+    from mnistlab.data import load_dataset
+    from mnistlab.errors import DataError
+
+    names = [cfg.data.dataset, *fallbacks]
+    for i, name in enumerate(names):
+        try:
+            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors,
+                                progress=progress_bar())
+        except DataError as e:
+            if i == len(names) - 1 or cfg.data.path:
+                raise
+            click.echo(f"Cannot use dataset {name!r}: {e}", err=True)
+            click.echo(f"Falling back to {names[i + 1]!r} (asked for with --fallback).", err=True)
+
+
+@click.command("train")
+@click.option("--preset", help="Preset: tutorial (default), quick, adam.")
+@click.option("--config", "config_file", type=click.Path(), help="TOML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.epochs=3 (repeatable).")
+@click.option("--dataset", help="mnist (default), fashion_mnist, digits, mnist_sample.")
+@click.option("--data", "data_path", type=click.Path(), help="Your own .npz, IDX dir or image folder.")
+@click.option("--epochs", type=int, help="Number of epochs (tutorial: 50).")
+@click.option("--batch-size", type=int, help="Batch size (tutorial: 128).")
+@click.option("--seed", type=int, help="Seed for split, initialisation and shuffling (tutorial: 111).")
+@click.option("--loop", type=click.Choice(["fast", "fit"]), help="Training loop implementation.")
+@click.option("--out", default="runs", show_default=True, type=click.Path(), help="Runs folder.")
+@click.option("--fallback", multiple=True, metavar="NAME",
+              help="Dataset to use if the chosen one cannot be had (repeatable; said out loud).")
+@click.option("--report/--no-report", default=None, help="Build figures and report.html (default on).")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("--resume", type=click.Path(), metavar="RUN",
+              help="Continue an interrupted run from its last checkpoint (other options ignored).")
+def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_size, seed, loop,
+              out, fallback, report, quiet, resume):
+    """Train the tutorial's MLP and write a run directory (runs/<time>-<preset>-<data>-seed<N>).
+
+    Ctrl-C or SIGTERM stops at the end of the current epoch after saving a checkpoint;
+    `mnistlab train --resume RUN` finishes the run with the same result as an uninterrupted one.
+    """
+    from mnistlab.config import load_config
+    from mnistlab.training import train
+
+    if resume:
+        run = train(resume=resume, command=sys.argv, report=report,
+                    progress=None if quiet else _progress)
+        _done(run)
+        return
+    cfg = load_config(preset, config_file, overrides, data__dataset=dataset, data__path=data_path,
+                      train__epochs=epochs, train__batch_size=batch_size, seed=seed,
+                      train__loop=loop)
+    ds = _load_with_fallback(cfg, fallback)
+    run = train(cfg, dataset=ds, out=out, command=sys.argv, report=report,
+                progress=None if quiet else _progress)
+    _done(run)
+
+
+def _done(run) -> None:
+    m = run.metrics
+    click.echo(f"Test accuracy: {m['test_accuracy']:.4f} - test loss: {m['test_loss']:.4f}")
+    click.echo(f"Run directory: {run.path}")
+
+
+@click.command("rerun")
+@click.argument("run", type=click.Path())
+@click.option("--out", type=click.Path(), help="Folder for the new run (default: next to RUN).")
+def rerun_cmd(run, out):
+    """Train again from RUN's recorded config; report whether the result is bit-identical."""
+    from mnistlab.training import rerun
+
+    new, rep = rerun(run, out=out)
+    click.echo(f"New run: {new.path}")
+    click.echo(f"Weights bit-identical: {'yes' if rep['weights_identical'] else 'NO'}")
+    click.echo(f"Metrics identical:     {'yes' if rep['metrics_identical'] else 'NO'} "
+               f"(test accuracy {rep['old_accuracy']:.4f} -> {rep['new_accuracy']:.4f})")
+    if not (rep["weights_identical"] and rep["metrics_identical"]):
+        sys.exit(1)
+
+
+COMMANDS = [train_cmd, rerun_cmd]

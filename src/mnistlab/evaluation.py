@@ -1,0 +1,136 @@
+"""Test-set metrics: loss, accuracy, per-class precision/recall/F1, confusion matrix.
+
+Training and ``mnistlab evaluate`` both call ``evaluate_model``, so a saved model evaluated later
+gives exactly the figures training recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.model import to_input
+
+EPSILON = 1e-7  # Keras' clipping for categorical cross-entropy
+
+
+def predict_proba(model, images: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """Return class probabilities.
+
+    Args:
+        model: a Keras model taking float32 ``(N, H, W)`` in [0, 1].
+        images: uint8 ``(N, H, W)``, 0-255.
+
+    Returns:
+        float32 ``(N, C)``.
+    """
+    return np.asarray(model.predict(to_input(images), batch_size=batch_size, verbose=0), np.float32)
+
+
+def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names) -> tuple[dict, str]:
+    """Compute the test metrics from probabilities.
+
+    Args:
+        probs: float ``(N, C)`` class probabilities.
+        labels: int ``(N,)`` true labels.
+        class_names: ``C`` names, index = label.
+
+    Returns:
+        ``(metrics, report_text)``: a JSON-ready dict (see README, metrics.json) and sklearn's
+        ``classification_report`` text.
+    """
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    labels = np.asarray(labels, dtype=np.int64)
+    c = len(class_names)
+    p = np.clip(probs[np.arange(len(labels)), labels].astype(np.float64), EPSILON, 1.0 - EPSILON)
+    predicted = probs.argmax(axis=1)
+    names = [str(n) for n in class_names]
+    rep = classification_report(
+        labels, predicted, labels=list(range(c)), target_names=names, digits=4,
+        output_dict=True, zero_division=0,
+    )
+    text = classification_report(
+        labels, predicted, labels=list(range(c)), target_names=names, digits=4, zero_division=0
+    )
+
+    def row(d):
+        return {"precision": d["precision"], "recall": d["recall"], "f1": d["f1-score"],
+                "support": int(d["support"])}
+
+    metrics = {
+        "test_loss": float(-np.log(p).mean()),
+        "test_accuracy": float((predicted == labels).mean()),
+        "n_test": int(len(labels)),
+        "num_classes": c,
+        "class_names": names,
+        "per_class": {str(i): row(rep[names[i]]) for i in range(c)},
+        "macro_avg": row(rep["macro avg"]),
+        "weighted_avg": row(rep["weighted avg"]),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=list(range(c))).tolist(),
+    }
+    return metrics, text
+
+
+def evaluate_model(model, images: np.ndarray, labels: np.ndarray, class_names):
+    """Predict and score a model on uint8 images.
+
+    Returns:
+        ``(metrics, report_text, probs)`` with probs float32 ``(N, C)``.
+    """
+    probs = predict_proba(model, images)
+    metrics, text = compute_metrics(probs, labels, class_names)
+    return metrics, text, probs
+
+
+def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, data_path=None):
+    """Evaluate a run's model (or a plain Keras model file) on a dataset's test part.
+
+    Args:
+        run: a run directory; its dataset is used unless ``dataset``/``data_path`` is given.
+        model_path: a ``.keras``/``.h5`` file saved by any Keras code (needs ``dataset`` or
+            ``data_path``, or ``run``).
+        dataset: a dataset name; data_path: a user's own data.
+
+    Returns:
+        ``(metrics, report_text)``.
+
+    Raises:
+        RunError, ModelError, DataError: with the fix in the message.
+    """
+    from mnistlab.data import load_dataset
+    from mnistlab.errors import ConfigError
+    from mnistlab.modelfile import load_model_file
+    from mnistlab.runs import load_run
+
+    cfg = None
+    if run is not None:
+        r = load_run(run)
+        cfg = r.config
+        model = load_model_file(model_path) if model_path else r.load_model()
+    elif model_path is not None:
+        model = load_model_file(model_path)
+    else:
+        raise ConfigError("give a run directory or --model PATH to evaluate")
+    if dataset is None and data_path is None:
+        if cfg is None:
+            raise ConfigError("evaluating a model file needs --dataset NAME or --data PATH")
+        dataset, data_path = cfg.data.dataset, cfg.data.path
+    mirrors = cfg.data.mirrors if cfg else ()
+    ds = load_dataset(dataset or "mnist", path=data_path, mirrors=mirrors)
+    check_input_shape(model, ds.image_shape)
+    metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    return metrics, text
+
+
+def check_input_shape(model, image_shape) -> None:
+    """Raise ``DataError`` when the images do not fit the model's input."""
+    from mnistlab.errors import DataError
+
+    expected = tuple(model.input_shape[1:])
+    if tuple(int(s) for s in expected if s is not None) != tuple(image_shape):
+        raise DataError(
+            f"the model expects images of shape {expected} but the data has {tuple(image_shape)}. "
+            "Evaluate on the dataset the model was trained on"
+        )

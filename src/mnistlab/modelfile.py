@@ -1,0 +1,141 @@
+"""Load ``.keras`` and ``.h5`` model files safely.
+
+Keras model files can carry code (``Lambda`` layers, custom objects). mnistlab only loads files whose
+layers are all on an allow-list of plain layer classes, always with ``safe_mode=True``, and checks a
+run's model against the sha256 recorded in its manifest before loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from mnistlab.errors import ModelError
+from mnistlab.files import sha256_file
+
+ALLOWED_LAYERS = frozenset(
+    {"InputLayer", "Flatten", "Dense", "Dropout", "Reshape", "Rescaling", "Activation",
+     "BatchNormalization", "LayerNormalization", "Conv2D", "MaxPooling2D", "AveragePooling2D",
+     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ReLU", "Softmax", "Sequential", "Functional",
+     "Model"}
+)
+_H5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _layer_classes(config: dict) -> list[str]:
+    """Collect the class of the model and of every layer in a serialized config (recursively).
+
+    Anything else that names a non-Keras module (a custom activation, initializer, ...) is returned
+    as ``module.class`` so that the allow-list refuses it too.
+    """
+    found = [config.get("class_name", "?")]
+
+    def walk(node, in_layers=False):
+        if isinstance(node, dict):
+            module = str(node.get("module") or "")
+            if in_layers and "class_name" in node:
+                found.append(node["class_name"])
+            elif "class_name" in node and module and not module.startswith("keras"):
+                found.append(f"{module}.{node['class_name']}")
+            for key, value in node.items():
+                walk(value, in_layers=key == "layers")
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, in_layers=in_layers)
+
+    walk(config.get("config", {}))
+    return found
+
+
+def read_model_config(path: str | Path) -> dict:
+    """Read the architecture config of a ``.keras`` or ``.h5`` file without building the model.
+
+    Raises:
+        ModelError: the file is missing, empty, truncated, or not a Keras model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}. Pass the path of a .keras or .h5 file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError(f"model file {path} is empty (0 bytes). Re-save the model or use another file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    try:
+        if head == _H5_MAGIC:
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                raw = h5.attrs.get("model_config")
+            if raw is None:
+                raise ModelError(
+                    f"{path} is an HDF5 file without a model config (weights only?). "
+                    "Save the whole model with model.save('model.h5')"
+                )
+            return json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
+        if head[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+                if bad is not None:
+                    raise ModelError(f"{path} is corrupt (bad entry {bad}). Re-save or re-download it")
+                return json.loads(z.read("config.json"))
+    except ModelError:
+        raise
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:
+        raise ModelError(
+            f"{path} is truncated or corrupt and cannot be read as a Keras model ({type(e).__name__}: "
+            f"{e}). Re-save the model or copy the file again"
+        ) from None
+    raise ModelError(
+        f"{path} is not a Keras model file: expected a .keras (zip) or .h5 (HDF5) file, "
+        f"received a file starting with {head!r}"
+    )
+
+
+def check_layers(config: dict, path: str | Path) -> None:
+    """Refuse models whose config uses layers outside ``ALLOWED_LAYERS``.
+
+    Raises:
+        ModelError: a Lambda or other code-carrying / unknown layer is present.
+    """
+    classes = _layer_classes(config)
+    refused = sorted({c for c in classes if c not in ALLOWED_LAYERS})
+    if refused:
+        raise ModelError(
+            f"refusing to load {path}: it contains layer(s) {', '.join(refused)}. mnistlab only loads "
+            "plain layers (" + ", ".join(sorted(ALLOWED_LAYERS)) + "); Lambda and custom layers can "
+            "run arbitrary code when a model is loaded or called. Rebuild the model without them"
+        )
+
+
+def load_model_file(path: str | Path, expected_sha256: str | None = None):
+    """Load a ``.keras``/``.h5`` model after integrity and safety checks.
+
+    Args:
+        path: the model file.
+        expected_sha256: if given, the file must have this sha256 (from a run's manifest).
+
+    Returns:
+        The ``keras.Model``, loaded with ``safe_mode=True`` and ``compile=False``.
+
+    Raises:
+        ModelError: missing, truncated, modified, unsafe, or unreadable file.
+    """
+    path = Path(path)
+    config = read_model_config(path)
+    if expected_sha256 is not None:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise ModelError(
+                f"{path} does not match the sha256 recorded in the run's manifest "
+                f"(expected {expected_sha256[:16]}…, found {actual[:16]}…): the file was modified or "
+                "damaged. Restore it, or retrain with `mnistlab rerun`"
+            )
+    check_layers(config, path)
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # keras raises many types for bad files; we name the file and the cause
+        raise ModelError(f"cannot load model {path}: {type(e).__name__}: {e}") from None

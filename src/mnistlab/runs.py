@@ -1,0 +1,170 @@
+"""Run directories: create them exclusively, record what happened, read them back.
+
+The layout is documented in the README ("The run directory"). A run directory alone is enough to
+evaluate, report, predict, serve, export and rerun.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnistlab.config import Config, load_config
+from mnistlab.errors import RunError
+from mnistlab.files import write_json
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.keras"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "data"
+
+
+def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int) -> Path:
+    """Create a new, empty run directory under ``root`` and return it.
+
+    The name is ``<YYYYmmdd-HHMMSS>-<preset>-<dataset>-seed<N>``; if another process created that
+    name first (same second), ``-2``, ``-3``... is appended. ``os.mkdir`` is atomic, so two
+    processes never share a directory.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{_slug(preset)}-{_slug(dataset)}-seed{seed}"
+    for k in range(1, 10_000):
+        path = root / (base if k == 1 else f"{base}-{k}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a new run directory under {root}; clean it up and retry")
+
+
+@dataclass
+class Run:
+    """A run directory and what it records."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def config(self) -> Config:
+        return load_config(file=self.path / "config.toml")
+
+    @property
+    def status(self) -> str:
+        return self.manifest.get("status", "unknown")
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def metrics(self) -> dict:
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    @property
+    def history(self) -> list[dict]:
+        return read_history(self.path / "history.csv")
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def load_model(self, name: str = MODEL_FILE):
+        """Load the run's model after checking its sha256 against the manifest.
+
+        Raises:
+            ModelError: the file is missing, modified, truncated or unsafe.
+        """
+        from mnistlab.modelfile import load_model_file
+
+        expected = self.manifest.get("files", {}).get(name)
+        return load_model_file(self.path / name, expected_sha256=expected)
+
+    def update(self, **fields) -> None:
+        """Merge ``fields`` into the manifest and rewrite it atomically."""
+        self.manifest.update(fields)
+        write_json(self.path / MANIFEST, self.manifest)
+
+
+def read_manifest(path: str | Path) -> dict:
+    """Read ``manifest.json`` of a run directory.
+
+    Raises:
+        RunError: the directory or its manifest is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run directory not found: {path}. List runs with `mnistlab runs`")
+    try:
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(
+            f"{path} is not a run directory (no {MANIFEST}). Pass a directory made by `mnistlab train`"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path / MANIFEST} is corrupt ({e}); the run cannot be used") from None
+
+
+def load_run(path: str | Path, require_complete: bool = True) -> Run:
+    """Open a run directory.
+
+    Args:
+        path: the run directory.
+        require_complete: refuse runs that did not finish.
+
+    Raises:
+        RunError: missing, not a run, or incomplete (with the command that resumes it).
+    """
+    run = Run(Path(path), read_manifest(path))
+    if require_complete and not run.is_complete:
+        raise RunError(
+            f"run {run.path} is {run.status} (epoch {run.manifest.get('epochs_done', 0)} of "
+            f"{run.manifest.get('epochs_planned', '?')}), not complete. Finish it with "
+            f"`mnistlab train --resume {run.path}`"
+        )
+    return run
+
+
+def list_runs(root: str | Path = "runs") -> list[Run]:
+    """Return every run directory directly under ``root``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = []
+    for p in sorted(root.iterdir()):
+        if (p / MANIFEST).is_file():
+            try:
+                runs.append(Run(p, read_manifest(p)))
+            except RunError:
+                continue
+    return runs
+
+
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """Read ``history.csv`` into a list of dicts with float values (epoch as int)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
+
+
+def history_csv(rows: list[dict]) -> str:
+    """Format history rows as CSV text with the ``HISTORY_FIELDS`` header."""
+    lines = [",".join(HISTORY_FIELDS)]
+    for r in rows:
+        lines.append(",".join(repr(r[k]) if k != "epoch" else str(r[k]) for k in HISTORY_FIELDS))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,381 @@
+"""Train the tutorial's MLP and write a complete run directory.
+
+``train(config)`` does what the tutorial notebook does, in order: load the data, hold out a seeded
+validation split, scale to [0, 1], build and compile the MLP, train with validation every epoch,
+evaluate on the test set, save the model (``.keras`` and ``.h5``) and its architecture (JSON/YAML),
+and record everything needed to report, predict, serve, export or rerun.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.config import Config, to_toml
+from mnistlab.data import Dataset, load_dataset
+from mnistlab.data.split import split_train_val
+from mnistlab.errors import TrainingError, TrainingInterrupted
+from mnistlab.files import save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.runs import Run, create_run_dir, history_csv
+
+Progress = Callable[[int, int, dict], None]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("mnistlab", "keras", "jax", "jaxlib", "tensorflow", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _dataset_record(ds: Dataset, n_train: int, n_val: int) -> dict:
+    return {
+        "name": ds.name, "source": ds.source, "sha256": dict(ds.sha256),
+        "image_shape": list(ds.image_shape), "num_classes": ds.num_classes,
+        "class_names": list(ds.class_names), "n_train": n_train, "n_val": n_val,
+        "n_test": int(len(ds.y_test)), "notes": ds.notes,
+    }
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of one epoch: a fresh permutation from ``(seed, epoch)``.
+
+    Deriving it from the epoch number (not from a running generator) is what makes a resumed run
+    see exactly the batches an uninterrupted one would.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int) -> dict:
+    """One epoch of plain ``keras.Model.fit`` on a seeded permutation of the training set."""
+    if cfg.train.shuffle:
+        order = epoch_permutation(len(x), cfg.seed, epoch)
+        x, y_onehot = x[order], y_onehot[order]
+    hist = model.fit(
+        x, y_onehot, batch_size=cfg.train.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+        validation_data=(xv, yv_onehot), shuffle=False, verbose=0,
+    )
+    return {k: float(v[-1]) for k, v in hist.history.items()}
+
+
+class _Stopper:
+    """Early stopping on ``val_loss``/``val_accuracy`` with a patience in epochs (0 = off)."""
+
+    def __init__(self, monitor: str, patience: int):
+        self.monitor, self.patience = monitor, patience
+        self.best, self.wait = None, 0
+
+    def should_stop(self, logs: dict) -> bool:
+        if not self.patience:
+            return False
+        value = logs[self.monitor]
+        better = self.best is None or (
+            value < self.best if self.monitor == "val_loss" else value > self.best
+        )
+        if better:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+class _StopSignal:
+    """Turn SIGINT/SIGTERM into a request to stop at the next epoch boundary (after saving).
+
+    A second signal interrupts at once; the last checkpoint is still on disk.
+    """
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+class _EpochEnd:
+    """What happens after every epoch, whichever loop trained it.
+
+    Checks the loss is finite, records history.csv, writes the checkpoint, updates the manifest,
+    reports progress, and says whether to stop (early stopping or a stop signal).
+    """
+
+    def __init__(self, run: Run, model, config: Config, rows: list[dict], progress, stop: _StopSignal):
+        self.run, self.model, self.config, self.rows = run, model, config, rows
+        self.progress, self.stop = progress, stop
+        self.stopper = _Stopper(config.train.monitor, config.train.early_stopping)
+        for r in rows:  # replay the history so early stopping resumes where it was
+            self.stopper.should_stop(r)
+        self.t0 = time.perf_counter()
+
+    def __call__(self, epoch: int, logs: dict) -> bool:
+        from mnistlab.checkpoint import save_checkpoint
+
+        logs = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        if not all(math.isfinite(v) for v in logs.values()):
+            self.run.update(status="failed", finished=_now(), error="diverged")
+            raise TrainingError(
+                f"training diverged at epoch {epoch + 1} ({logs}). The last good checkpoint "
+                f"(epoch {len(self.rows)}) is kept in {self.run.path}. Lower train.learning_rate "
+                f"(now {self.config.train.learning_rate}) or choose another optimizer"
+            )
+        now = time.perf_counter()
+        self.rows.append({"epoch": epoch + 1, **logs, "seconds": round(now - self.t0, 4)})
+        self.t0 = now
+        save_checkpoint(self.run.path, self.model, epoch + 1, self.rows)
+        write_text(self.run.file("history.csv"), history_csv(self.rows))
+        self.run.update(epochs_done=epoch + 1)
+        if self.progress:
+            self.progress(epoch + 1, self.config.train.epochs, self.rows[-1])
+        return self.stopper.should_stop(logs) or self.stop.received is not None
+
+
+def _save_model_files(run: Run, model) -> dict:
+    """Write model.keras, model.h5, architecture.json/.yaml and summary.txt; return sha256s."""
+    import yaml
+
+    from mnistlab.model import summary_text
+
+    save_with(run.file("model.keras"), lambda p: model.save(p), suffix=".keras")
+    # Keras warns (through absl logging) that HDF5 is a legacy format; the tutorial saves .h5, so we
+    # keep it on purpose and silence that one warning.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            save_with(run.file("model.h5"), lambda p: model.save(p), suffix=".h5")
+    finally:
+        absl.setLevel(level)
+    arch = model.to_json()
+    write_text(run.file("architecture.json"), json.dumps(json.loads(arch), indent=2) + "\n")
+    write_text(run.file("architecture.yaml"), yaml.safe_dump(json.loads(arch), sort_keys=False))
+    write_text(run.file("summary.txt"), summary_text(model) + "\n")
+    return {name: sha256_file(run.file(name)) for name in ("model.keras", "model.h5")}
+
+
+def _start_run(config: Config, ds: Dataset, out, command) -> Run:
+    """Create the run directory and write what is known before training starts."""
+    import keras
+
+    train_idx, val_idx = split_train_val(ds.y_train, config.data.val_fraction, config.seed,
+                                         config.data.stratify)
+    name = ds.name if not config.data.path else "custom"
+    run = Run(create_run_dir(out, config.preset, name, config.seed), {})
+    run.update(
+        mnistlab_version=_versions().get("mnistlab", "?"), status="running", pid=os.getpid(),
+        command=list(command if command is not None else sys.argv), seed=config.seed,
+        preset=config.preset, dataset=_dataset_record(ds, len(train_idx), len(val_idx)),
+        split_file="split.npz", versions=_versions(), backend=keras.backend.backend(),
+        platform=platform.platform(), started=_now(), finished=None, duration_s=None,
+        epochs_planned=config.train.epochs, epochs_done=0, files={},
+    )
+    write_text(run.file("config.toml"), to_toml(config))
+    save_npz(run.file("split.npz"), train_idx=train_idx, val_idx=val_idx)
+    pick = np.random.default_rng(config.seed).choice(len(train_idx), size=min(5, len(train_idx)),
+                                                      replace=False)
+    sample_idx = train_idx[pick]
+    save_npz(run.file("samples.npz"), images=ds.x_train[sample_idx],
+             labels=ds.y_train[sample_idx], indices=sample_idx)
+    return run
+
+
+def _reopen_run(path: str | Path) -> tuple[Run, Config, Dataset]:
+    """Open an interrupted run for ``--resume`` and reload exactly the data it trained on."""
+    from mnistlab.errors import DataError, RunError
+    from mnistlab.runs import load_run
+
+    run = load_run(path, require_complete=False)
+    if run.is_complete:
+        raise RunError(f"run {run.path} is already complete; nothing to resume")
+    pid = run.manifest.get("pid")
+    if run.status == "running" and pid and pid != os.getpid() and _alive(pid):
+        raise RunError(f"run {run.path} is still being trained by process {pid}; wait or stop it")
+    config = run.config
+    ds = load_dataset(config.data.dataset, path=config.data.path, mirrors=config.data.mirrors)
+    if ds.sha256 != run.manifest["dataset"]["sha256"]:
+        raise DataError(
+            f"the data for {config.data.path or config.data.dataset} changed since {run.path} "
+            "started (sha256 differs); resuming would mix datasets. Start a new run instead"
+        )
+    return run, config, ds
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def train(
+    config: Config | None = None,
+    *,
+    dataset: Dataset | None = None,
+    out: str | Path = "runs",
+    command: list[str] | None = None,
+    progress: Progress | None = None,
+    report: bool | None = None,
+    resume: str | Path | None = None,
+) -> Run:
+    """Run the experiment described by ``config`` (or finish an interrupted run) and return it.
+
+    Args:
+        config: a resolved ``Config`` (``mnistlab.config.load_config``); not used with ``resume``.
+        dataset: already-loaded data; by default loaded from ``config.data``.
+        out: the folder that receives the new run directory.
+        command: the command line to record (default ``sys.argv``).
+        progress: called after every epoch with ``(epoch, epochs, logs)``.
+        report: build figures and report.html (default ``config.report.enabled``).
+        resume: an interrupted run directory to continue from its last checkpoint.
+
+    Returns:
+        The completed ``Run``.
+
+    Raises:
+        DataError: the data cannot be loaded. TrainingError: the loss diverged.
+        TrainingInterrupted: SIGINT/SIGTERM arrived; the run was checkpointed and can be resumed.
+    """
+    from mnistlab.checkpoint import load_checkpoint
+    from mnistlab.evaluation import evaluate_model
+    from mnistlab.model import build_model, compile_model, to_input
+
+    started = time.time()
+    if resume is not None:
+        run, config, ds = _reopen_run(resume)
+    else:
+        ds = dataset or load_dataset(config.data.dataset, path=config.data.path,
+                                     mirrors=config.data.mirrors)
+        if dataset is not None and config.data.dataset != ds.name and not config.data.path:
+            config = config.model_copy(update={"data": config.data.model_copy(
+                update={"dataset": ds.name})})
+        run = _start_run(config, ds, out, command)
+    split = np.load(run.file("split.npz"), allow_pickle=False)
+    train_idx, val_idx = split["train_idx"], split["val_idx"]
+
+    c = ds.num_classes
+    x_all = to_input(ds.x_train)
+    x, xv = x_all[train_idx], x_all[val_idx]
+    y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
+    model = build_model(config.model, ds.image_shape, c, seed=config.seed)
+    compile_model(model, config.train)
+    rows: list[dict] = []
+    start_epoch = 0
+    if resume is not None:
+        start_epoch, rows = load_checkpoint(run.path, model)
+        run.update(status="running", pid=os.getpid(), resumed_at=_now(),
+                   resumed_from_epoch=start_epoch)
+    else:
+        run.update(params=int(model.count_params()))
+
+    with _StopSignal() as stop:
+        on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
+        try:
+            _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end)
+        except KeyboardInterrupt:
+            stop.received = stop.received or "SIGINT"
+        if stop.received:
+            run.update(status="interrupted", interrupted_by=stop.received, finished=None)
+            raise TrainingInterrupted(
+                f"{stop.received} received: stopped after epoch {len(rows)} of "
+                f"{config.train.epochs}; the checkpoint is saved. Continue with "
+                f"`mnistlab train --resume {run.path}`"
+            )
+
+    metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    write_json(run.file("metrics.json"), metrics)
+    write_text(run.file("classification_report.txt"), report_text)
+    save_npz(run.file("predictions.npz"), probabilities=probs, labels=ds.y_test,
+             predicted=probs.argmax(axis=1).astype(np.int64), images=ds.x_test)
+    files = _save_model_files(run, model)
+    elapsed = time.time() - started + float(run.manifest.get("duration_s") or 0.0)
+    run.update(status="complete", finished=_now(), duration_s=round(elapsed, 3), files=files,
+               test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
+    if config.report.enabled if report is None else report:
+        from mnistlab.report import build_report
+
+        build_report(run.path)
+    return run
+
+
+def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end):
+    """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``."""
+    eye = np.eye(num_classes, dtype=np.float32)
+    y1, yv1 = eye[y], eye[yv]
+    for epoch in range(start_epoch, config.train.epochs):
+        logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch)
+        if on_epoch_end(epoch, logs):
+            break
+
+
+def compare_weights(a, b) -> bool:
+    """True when two models have bit-identical weights (same shapes, same bytes)."""
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(
+        x.shape == y.shape and x.tobytes() == y.tobytes() for x, y in zip(wa, wb, strict=True)
+    )
+
+
+def rerun(path: str | Path, *, out: str | Path | None = None, progress: Progress | None = None):
+    """Train again from a run's recorded config and check the result is bit-identical.
+
+    Args:
+        path: a complete run directory.
+        out: where the new run goes (default: next to the original).
+
+    Returns:
+        ``(new_run, report)`` where report is a dict with ``weights_identical``,
+        ``metrics_identical`` and the two test accuracies.
+    """
+    from mnistlab.runs import load_run
+
+    old = load_run(path)
+    new = train(old.config, out=out or old.path.parent, progress=progress, report=False)
+    same_weights = compare_weights(old.load_model(), new.load_model())
+    keys = ("test_loss", "test_accuracy", "confusion_matrix")
+    same_metrics = all(old.metrics.get(k) == new.metrics.get(k) for k in keys)
+    return new, {
+        "weights_identical": same_weights,
+        "metrics_identical": same_metrics,
+        "old_accuracy": old.metrics.get("test_accuracy"),
+        "new_accuracy": new.metrics.get("test_accuracy"),
+    }

@@ -1,0 +1,19 @@
+"""Shared fixtures: a tiny trained run on sklearn's digits, made once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A complete 2-epoch run on the 8x8 digits dataset (no report)."""
+    from mnistlab.config import load_config
+    from mnistlab.training import train
+
+    cfg = load_config(overrides=["train.epochs=2"], data__dataset="digits")
+    return train(cfg, out=tmp_path_factory.mktemp("runs"), command=["test"], report=False)

@@ -1,0 +1,102 @@
+"""The CLI: help is cheap, every command is documented, errors are clean, one real end-to-end run."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mnistlab.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _all_commands(group=cli, prefix=""):
+    import click
+
+    for name, cmd in group.commands.items():
+        full = f"{prefix}{name}"
+        yield full, cmd
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, prefix=f"{full} ")
+
+
+def test_every_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name, _ in _all_commands() if f"mnistlab {name}" not in readme]
+    assert not missing, f"commands not documented in README.md: {missing}"
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys; from mnistlab.cli import cli\n"
+        "try:\n    cli(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "for name in list(cli.commands):\n"
+        "    try:\n        cli([name, '--help'], standalone_mode=False)\n"
+        "    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('keras', 'jax', 'tensorflow', 'sklearn', 'matplotlib', 'fastapi')"
+        " if m in sys.modules]\n"
+        "print('HEAVY:' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:", out.stdout
+
+
+@pytest.mark.parametrize("name", ["--help"] + [n for n, _ in _all_commands()])
+def test_every_command_has_help(name):
+    args = name.split() if name != "--help" else []
+    res = CliRunner().invoke(cli, [*args, "--help"])
+    assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def test_usage_error_exit_code_2():
+    res = CliRunner().invoke(cli, ["train", "--epochs", "many"])
+    assert res.exit_code == 2 and "Invalid value" in res.output
+
+
+def test_config_error_is_clean(tmp_path):
+    res = CliRunner().invoke(cli, ["train", "--set", "train.epoch=3", "--out", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: unknown key 'train.epoch'") and "Traceback" not in res.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_run_is_clean(tmp_path):
+    res = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "Error: run directory not found" in res.output
+
+
+def test_debug_shows_traceback(tmp_path):
+    from mnistlab.errors import RunError
+
+    res = CliRunner().invoke(cli, ["--debug", "evaluate", str(tmp_path / "nope")])
+    assert isinstance(res.exception, RunError)
+
+
+def test_end_to_end_real_cli(tmp_path):
+    """The real console script: train 2 epochs on digits, then evaluate, list and rerun it."""
+    exe = Path(sys.executable).parent / "mnistlab"
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run(
+        [str(exe), "train", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path), "--no-report"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"Epoch 2/2 - .*val_accuracy: \d\.\d{4}", out.stdout)
+    run = Path(re.search(r"Run directory: (.+)", out.stdout).group(1).strip())
+    recorded = json.loads((run / "metrics.json").read_text())
+    ev = subprocess.run([str(exe), "evaluate", str(run), "--json"], capture_output=True, text=True,
+                        env=env, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    again = json.loads(ev.stdout)
+    assert again["test_accuracy"] == recorded["test_accuracy"]
+    assert again["test_loss"] == recorded["test_loss"]
+    assert again["confusion_matrix"] == recorded["confusion_matrix"]
+    ls = subprocess.run([str(exe), "runs", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert run.name in ls.stdout and "complete" in ls.stdout
+    py = subprocess.run([sys.executable, "-m", "mnistlab", "--version"], capture_output=True, text=True)
+    assert py.returncode == 0 and "mnistlab" in py.stdout

@@ -1,0 +1,107 @@
+"""The tutorial pipeline on real (small) data: run directory, reproducibility, model formats."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from mnistlab.training import compare_weights, epoch_permutation, rerun
+
+RUN_FILES = [
+    "config.toml", "manifest.json", "split.npz", "samples.npz", "history.csv", "metrics.json",
+    "classification_report.txt", "summary.txt", "model.keras", "model.h5", "architecture.json",
+    "architecture.yaml", "predictions.npz",
+]
+
+
+def test_run_directory_is_complete_and_valid(digits_run):
+    for name in RUN_FILES:
+        assert (digits_run.path / name).stat().st_size > 0, name
+    m = json.loads((digits_run.path / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["epochs_done"] == 2 and m["seed"] == 111
+    assert m["dataset"]["name"] == "digits" and m["dataset"]["image_shape"] == [8, 8]
+    assert m["backend"] == "jax" and m["versions"]["keras"] and m["finished"]
+    assert set(m["files"]) == {"model.keras", "model.h5"}
+    split = np.load(digits_run.path / "split.npz", allow_pickle=False)
+    tr, va = split["train_idx"], split["val_idx"]
+    assert len(set(tr) & set(va)) == 0 and len(tr) + len(va) == m["dataset"]["n_train"] + m["dataset"]["n_val"]
+    assert len(va) == math.ceil(0.3 * (len(tr) + len(va)))  # train_test_split rounds up
+    with open(digits_run.path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    metrics = json.loads((digits_run.path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["n_test"] == 360
+    assert np.array(metrics["confusion_matrix"]).sum() == 360
+    assert set(metrics["per_class"]) == {str(i) for i in range(10)}
+    assert "precision" in (digits_run.path / "classification_report.txt").read_text()
+    preds = np.load(digits_run.path / "predictions.npz", allow_pickle=False)
+    assert preds["probabilities"].shape == (360, 10) and preds["images"].shape == (360, 8, 8)
+    np.testing.assert_allclose(preds["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+    assert "87,374" not in (digits_run.path / "summary.txt").read_text()  # 8x8 input: fewer params
+
+
+def test_split_matches_the_tutorials_train_test_split(digits_run):
+    from sklearn.model_selection import train_test_split
+
+    from mnistlab.data import load_dataset
+
+    ds = load_dataset("digits")
+    x_tr, x_va, _, _ = train_test_split(ds.x_train, ds.y_train, test_size=0.3, random_state=111)
+    split = np.load(digits_run.path / "split.npz")
+    assert np.array_equal(ds.x_train[split["train_idx"]], x_tr)
+    assert np.array_equal(ds.x_train[split["val_idx"]], x_va)
+
+
+def test_every_epoch_gets_a_new_seeded_order():
+    a0, a1 = epoch_permutation(1000, 111, 0), epoch_permutation(1000, 111, 1)
+    assert not np.array_equal(a0, a1)
+    assert np.array_equal(a0, epoch_permutation(1000, 111, 0))
+    assert not np.array_equal(a0, epoch_permutation(1000, 112, 0))
+
+
+def test_rerun_is_bit_identical(digits_run, tmp_path):
+    new, rep = rerun(digits_run.path, out=tmp_path)
+    assert rep["weights_identical"] and rep["metrics_identical"]
+    assert new.path != digits_run.path
+
+
+def test_formats_round_trip_to_the_same_predictions(digits_run):
+    import keras
+
+    model = digits_run.load_model()
+    x = np.random.default_rng(0).random((16, 8, 8), dtype=np.float32)
+    ref = np.asarray(model(x))
+    h5 = digits_run.load_model("model.h5")
+    from_json = keras.models.model_from_json((digits_run.path / "architecture.json").read_text())
+    cfg = yaml.safe_load((digits_run.path / "architecture.yaml").read_text())
+    from_yaml = keras.models.model_from_json(json.dumps(cfg))
+    for m in (from_json, from_yaml):
+        m.set_weights(model.get_weights())
+    for m in (h5, from_json, from_yaml):
+        np.testing.assert_array_equal(np.asarray(m(x)), ref)
+    assert compare_weights(model, h5)
+
+
+def test_plain_keras_loads_our_model(digits_run):
+    import keras
+
+    m = keras.saving.load_model(digits_run.path / "model.keras")
+    assert [layer.name for layer in m.layers] == ["flatten", "dense1", "dense2", "dense3", "output"]
+
+
+def test_sha256_mismatch_is_refused(digits_run, tmp_path):
+    import shutil
+
+    from mnistlab.errors import ModelError
+    from mnistlab.runs import load_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_run.path, copy)
+    with open(copy / "model.keras", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        load_run(copy).load_model()
