@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-import mnistlab  # noqa: F401  (sets KERAS_BACKEND=jax before keras loads)
 from mnistlab.errors import ModelError
 from mnistlab.fastloop import fit_fast, permutation
 
@@ -50,7 +49,8 @@ def train(digits, optimizer, *, seed=5, epochs=3, model=None, **kw):
 
 
 def same_weights(a, b):
-    return all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    pairs = zip(a.get_weights(), b.get_weights(), strict=True)
+    return all(np.array_equal(u, v) for u, v in pairs)
 
 
 OPTIMIZERS = {
@@ -92,7 +92,7 @@ def test_matches_keras_fit_when_not_shuffled(digits):
     )
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(got[key], expected[key], rtol=2e-5, atol=1e-6, err_msg=key)
-    for a, b in zip(model.get_weights(), ref.get_weights()):
+    for a, b in zip(model.get_weights(), ref.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -100,7 +100,7 @@ def test_numpy_and_scan_paths_train_the_same_network(digits):
     fast, h_fast = train(digits, keras.optimizers.SGD(0.05))
     scan, h_scan = train(digits, SGDOnJax(0.05))
     np.testing.assert_allclose(h_fast["loss"], h_scan["loss"], rtol=1e-4)
-    for a, b in zip(fast.get_weights(), scan.get_weights()):
+    for a, b in zip(fast.get_weights(), scan.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
@@ -125,7 +125,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(digits, name):
     resumed, opt = make_model(seed=99, dropout=0.1), OPTIMIZERS[name]()
     resumed.set_weights(weights)
     opt.build(resumed.trainable_variables)
-    for v, value in zip(opt.variables, opt_state):
+    for v, value in zip(opt.variables, opt_state, strict=True):
         v.assign(value)
     _, h2 = train(digits, opt, epochs=4, initial_epoch=2, model=resumed)
 
@@ -254,6 +254,7 @@ def test_unsupported_models_are_refused_with_a_reason(digits):
         )
 
 
+@pytest.mark.slow
 def test_reaches_the_accuracy_of_keras_fit_with_reshuffling(digits):
     """Mean test accuracy over 5 seeds within 2.5 points of Keras fit (shuffle=True).
 

@@ -9,23 +9,25 @@ the same semantics on one of two paths:
   without momentum / Nesterov) when no gradient clipping, weight decay, EMA, gradient accumulation,
   loss scaling or learning-rate schedule is set, and the hidden activations are relu, tanh,
   sigmoid or linear. Works on any Keras backend.
-* **scan** — the whole epoch as one jitted ``jax.lax.scan``: a hand-written forward pass, ``jax.grad``
-  and the optimizer's own ``stateless_apply``, so every Keras optimizer and every hyper-parameter
-  works. Needs the JAX backend.
+* **scan** — the whole epoch as one jitted ``jax.lax.scan``: a hand-written forward pass,
+  ``jax.grad`` and the optimizer's own ``stateless_apply``, so every Keras optimizer and every
+  hyper-parameter works. Needs the JAX backend.
 
 Both paths share the semantics of ``Model.fit`` with ``loss="categorical_crossentropy"`` on the
 softmax output: mean loss over the batch with Keras' clipping (1e-7), the last partial batch
 included, one optimizer step per batch, history values averaged over batches weighted by batch size,
 inverted dropout while training. Validation runs once per epoch without dropout.
 
-Shuffling is seeded: epoch ``e`` uses ``numpy.random.default_rng([seed, e]).permutation(n)``, and
-dropout masks are drawn from ``(seed, e)`` too, so resuming at ``initial_epoch=k`` from a checkpoint of
-the model and optimizer variables gives bit-identical weights to an uninterrupted run. Weight
+Shuffling is seeded: epoch ``e`` uses ``numpy.random.default_rng([seed, e]).permutation(n)``
+(the same order as ``mnistlab.training.epoch_permutation``), and dropout masks are drawn from
+``(seed, e)`` too, so resuming at ``initial_epoch=k`` from a checkpoint of the model and optimizer
+variables gives bit-identical weights to an uninterrupted run. Weight
 initialisation is the model's own business (build it after ``keras.utils.set_random_seed``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -153,12 +155,12 @@ def _numpy_supported(plan: list[_Dense], optimizer) -> bool:
 
 
 def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """Return the training order of epoch ``epoch``: int64 ``(n,)``, a permutation of ``range(n)``."""
+    """Return the training order of one epoch: int64 ``(n,)``, a permutation of ``range(n)``."""
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 def _cross_entropy(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Keras' categorical cross-entropy per sample: float32 ``(N,)`` from probabilities ``(N, C)``."""
+    """Keras' categorical cross-entropy per sample: float32 ``(N,)`` from probs ``(N, C)``."""
     pt = np.take_along_axis(p, y[:, None], 1)[:, 0] / p.sum(1)
     return -np.log(np.clip(pt, np.float32(EPSILON), np.float32(1 - EPSILON)))
 
@@ -207,7 +209,7 @@ class _NumpyLoop:
         self.g_flat = np.empty(total, np.float32)
         self.w, self.g = [], []
         off = 0
-        for v, s in zip(self.vars, sizes):
+        for v, s in zip(self.vars, sizes, strict=True):
             self.w.append(self.w_flat[off : off + s].reshape(v.shape))
             self.g.append(self.g_flat[off : off + s].reshape(v.shape))
             self.w[-1][...] = keras.ops.convert_to_numpy(v)
@@ -255,7 +257,7 @@ class _NumpyLoop:
             yk = y[idx]
             inputs = []  # the (dropped-out) input of each Dense layer
             a = xk
-            for j, (d, (w, b, _, _)) in enumerate(zip(plan, self.layers)):
+            for j, (d, (w, b, _, _)) in enumerate(zip(plan, self.layers, strict=True)):
                 if d.dropout:
                     mask = self.masks[j][:k]
                     keep = np.float32(1 - d.dropout)
@@ -313,7 +315,7 @@ class _NumpyLoop:
         return float(loss), correct, steps
 
     def _apply(self) -> None:
-        """Keras SGD: w -= lr*g, or with momentum m = mom*m - lr*g; w += m (Nesterov: mom*m - lr*g)."""
+        """Keras SGD: w -= lr*g; with momentum m = mom*m - lr*g, w += m (Nesterov: mom*m - lr*g)."""
         g = self.g_flat
         g *= self.lr
         if self.m_flat is None:
@@ -334,7 +336,7 @@ class _NumpyLoop:
         out = []
         for start in range(0, len(x), _VAL_CHUNK):
             a = x[start : start + _VAL_CHUNK]
-            for j, (d, (w, b, _, _)) in enumerate(zip(self.plan, self.layers)):
+            for j, (d, (w, b, _, _)) in enumerate(zip(self.plan, self.layers, strict=True)):
                 a = a @ w
                 if b is not None:
                     a += b
@@ -348,7 +350,7 @@ class _NumpyLoop:
 
     def write_back(self, steps: int) -> None:
         """Copy weights, momentums and the iteration count into the Keras variables."""
-        for v, w in zip(self.vars, self.w):
+        for v, w in zip(self.vars, self.w, strict=True):
             v.assign(w)
         if self.m_flat is not None:
             off = 0
@@ -440,9 +442,9 @@ class _ScanLoop:
         return np.asarray(self._predict(self.tv, x))
 
     def write_back(self, steps: int) -> None:
-        for v, t in zip(self.vars, self.tv):
+        for v, t in zip(self.vars, self.tv, strict=True):
             v.assign(t)
-        for v, t in zip(self.optimizer.variables, self.ov):
+        for v, t in zip(self.optimizer.variables, self.ov, strict=True):
             v.assign(t)
 
 
@@ -535,8 +537,16 @@ def fit_fast(
     optimizer.build(model.trainable_variables)
     if _numpy_supported(plan, optimizer):
         loop = _NumpyLoop(plan, optimizer, batch_size, n_in)
+        # One BLAS thread: for 128-row matrices OpenBLAS' second thread costs more in hand-offs
+        # than it saves, and when the cores are shared its spinning makes epochs 5-50x slower.
+        # It also keeps the sums' order, hence the result, independent of OPENBLAS_NUM_THREADS.
+        from threadpoolctl import ThreadpoolController
+
+        controller = ThreadpoolController()
+        blas_limit = lambda: controller.limit(limits=1, user_api="blas")  # noqa: E731
     else:
         loop = _ScanLoop(plan, optimizer, batch_size, n_in, x, y)
+        blas_limit = contextlib.nullcontext
 
     keras_cbs = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
     plain_cbs = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
@@ -558,16 +568,17 @@ def fit_fast(
     for epoch in range(initial_epoch, epochs):
         cbl.on_epoch_begin(epoch)
         order = permutation(seed, epoch, len(x)) if shuffle else np.arange(len(x))
-        if isinstance(loop, _NumpyLoop):
-            rng = np.random.default_rng([seed, epoch, 1])
-            loss_sum, correct, steps = loop.train_epoch(x, y, order, rng)
-        else:
-            loss_sum, correct, steps = loop.train_epoch(x, y, order, (seed, epoch))
-        logs = {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
-        if len(xv):
-            p = loop.predict(xv)
-            logs["val_loss"] = float(_cross_entropy(p, yv).astype(np.float64).mean())
-            logs["val_accuracy"] = float((p.argmax(1) == yv).mean())
+        with blas_limit():
+            if isinstance(loop, _NumpyLoop):
+                rng = np.random.default_rng([seed, epoch, 1])
+                loss_sum, correct, steps = loop.train_epoch(x, y, order, rng)
+            else:
+                loss_sum, correct, steps = loop.train_epoch(x, y, order, (seed, epoch))
+            logs = {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+            if len(xv):
+                p = loop.predict(xv)
+                logs["val_loss"] = float(_cross_entropy(p, yv).astype(np.float64).mean())
+                logs["val_accuracy"] = float((p.argmax(1) == yv).mean())
         for key, value in logs.items():
             history[key].append(value)
         loop.write_back(steps)
