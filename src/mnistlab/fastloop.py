@@ -51,6 +51,20 @@ class _Dense:
     dropout: float
 
 
+def _activation_name(fn) -> str:
+    """The Keras name of a built-in activation, or ``"custom"``.
+
+    Not ``keras.activations.serialize``: it imports TensorFlow when installed (~400 MB of RSS).
+    """
+    import keras
+
+    name = getattr(fn, "__name__", "")
+    try:
+        return name if keras.activations.get(name) is fn else "custom"
+    except ValueError:
+        return "custom"
+
+
 def _plan(model) -> list[_Dense]:
     """Read a model of Flatten / Dense / Dropout layers into a list of ``_Dense``.
 
@@ -108,8 +122,7 @@ def _plan(model) -> list[_Dense]:
                 f"fit_fast trains float32, trainable Dense layers; layer {layer.name!r} has "
                 f"trainable={layer.trainable}, dtype={layer.kernel.dtype}. Use loop='fit'"
             )
-        name = keras.activations.serialize(layer.activation)
-        name = name if isinstance(name, str) else str(name)
+        name = _activation_name(layer.activation)
         plan.append(_Dense(layer.kernel, layer.bias, name, layer.activation, rate))
         rate = 0.0
     if not plan or plan[-1].activation != "softmax":
