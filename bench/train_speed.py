@@ -24,10 +24,12 @@ epochs after warm-up, training only; validation 141 batches listed separately):
       the same with 2 BLAS threads ............................. 1.5-2.5 s: with two cores and
       other processes running, OpenBLAS' worker thread spins and loses its core; even alone,
       big-gemm / elementwise / big-gemm sequences were up to 3x slower than with 1 thread.
+  Variants of (c), measured side by side at load average 6-9: lax.scan unroll=4 0.33 s vs 0.27 s
+  unrolled once; XLA_FLAGS=--xla_cpu_multi_thread_eigen=false 0.42 s (c) and 0.48 s (a), slower.
+  Raw log: bench/results/research-20261129.txt.
   The arithmetic of (d) is two 128x784x100 sgemms per step (~215 us each on one core, 93 GFLOP/s);
   the rest is numpy call overhead (~60 small ops per step). fit_fast uses (d) for SGD and (c)
-  with optimizer.stateless_apply for every other optimizer. scan unroll and
-  --xla_cpu_multi_thread_eigen=false: see bench/results (research-*.txt) for the measured effect.
+  with optimizer.stateless_apply for every other optimizer.
 """
 
 import argparse
