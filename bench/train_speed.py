@@ -26,7 +26,7 @@ epochs after warm-up, training only; validation 141 batches listed separately):
       big-gemm / elementwise / big-gemm sequences were up to 3x slower than with 1 thread.
   Variants of (c), measured side by side at load average 6-9: lax.scan unroll=4 0.33 s vs 0.27 s
   unrolled once; XLA_FLAGS=--xla_cpu_multi_thread_eigen=false 0.42 s (c) and 0.48 s (a), slower.
-  Raw log: bench/results/research-20261129.txt.
+  (bench/results/ is git-ignored; the raw log stays on the machine that ran it.)
   The arithmetic of (d) is two 128x784x100 sgemms per step (~215 us each on one core, 93 GFLOP/s);
   the rest is numpy call overhead (~60 small ops per step). fit_fast uses (d) for SGD and (c)
   with optimizer.stateless_apply for every other optimizer.
