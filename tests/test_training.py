@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
+from mnistlab.fastloop import permutation
 from mnistlab.files import load_npz
-from mnistlab.training import compare_weights, epoch_permutation, rerun
+from mnistlab.training import compare_weights, rerun
 
 RUN_FILES = [
     "config.toml", "manifest.json", "split.npz", "samples.npz", "history.csv", "metrics.json",
@@ -58,10 +59,11 @@ def test_split_matches_the_tutorials_train_test_split(digits_run):
 
 
 def test_every_epoch_gets_a_new_seeded_order():
-    a0, a1 = epoch_permutation(1000, 111, 0), epoch_permutation(1000, 111, 1)
+    a0, a1 = permutation(111, 0, 1000), permutation(111, 1, 1000)
     assert not np.array_equal(a0, a1)
-    assert np.array_equal(a0, epoch_permutation(1000, 111, 0))
-    assert not np.array_equal(a0, epoch_permutation(1000, 112, 0))
+    assert np.array_equal(a0, permutation(111, 0, 1000))
+    assert not np.array_equal(a0, permutation(111, 0, 1000 + 1)[:1000])
+    assert not np.array_equal(a0, permutation(112, 0, 1000))
 
 
 def test_rerun_is_bit_identical(digits_run, tmp_path):

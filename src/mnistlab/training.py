@@ -28,6 +28,7 @@ from mnistlab.config import Config, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.errors import TrainingError, TrainingInterrupted
+from mnistlab.fastloop import fit_fast, permutation
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runs import Run, create_run_dir, history_csv
@@ -60,19 +61,10 @@ def _dataset_record(ds: Dataset, n_train: int, n_val: int) -> dict:
     }
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of one epoch: a fresh permutation from ``(seed, epoch)``.
-
-    Deriving it from the epoch number (not from a running generator) is what makes a resumed run
-    see exactly the batches an uninterrupted one would.
-    """
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
 def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int) -> dict:
     """One epoch of plain ``keras.Model.fit`` on a seeded permutation of the training set."""
     if cfg.train.shuffle:
-        order = epoch_permutation(len(x), cfg.seed, epoch)
+        order = permutation(cfg.seed, epoch, len(x))
         x, y_onehot = x[order], y_onehot[order]
     hist = model.fit(
         x, y_onehot, batch_size=cfg.train.batch_size, epochs=epoch + 1, initial_epoch=epoch,
@@ -164,6 +156,8 @@ class _EpochEnd:
         if self.progress:
             self.progress(epoch + 1, self.config.train.epochs, self.rows[-1])
         return self.stopper.should_stop(logs) or self.stop.received is not None
+
+    on_epoch_end = __call__  # the hook name fit_fast calls on plain callback objects
 
 
 def _save_model_files(run: Run, model) -> dict:
@@ -352,7 +346,18 @@ def train(
 
 
 def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end):
-    """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``."""
+    """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``.
+
+    Both loops see the same per-epoch order (``fastloop.permutation(seed, epoch, n)``), so a
+    resumed run trains on exactly the batches an uninterrupted one would.
+    """
+    if config.train.loop == "fast":
+        fit_fast(
+            model, x, y, xv, yv, epochs=config.train.epochs, batch_size=config.train.batch_size,
+            optimizer=model.optimizer, seed=config.seed, shuffle=config.train.shuffle,
+            initial_epoch=start_epoch, callbacks=[on_epoch_end],
+        )
+        return
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):
