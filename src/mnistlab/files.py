@@ -11,7 +11,7 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,16 +34,16 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         DiskFullError: the disk filled up; the temporary file is removed, ``path`` is untouched.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = None
     try:
+        tmp = _create_temp(path, suffix)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(
                 f"no space left on the device while writing {path}. Free some disk space and "
@@ -51,8 +51,25 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             ) from None
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path, suffix: str) -> Path:
+    """Create an empty, hidden temporary file next to ``path``.
+
+    Unlike ``tempfile.mkstemp`` (always 0o600), the mode is 0o666 minus the umask, so the final
+    file gets the same permissions a plain ``open(path, "w")`` would give it.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"could not create a temporary file next to {path}")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
