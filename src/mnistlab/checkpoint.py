@@ -8,6 +8,8 @@ of epochs done and the history so far. The per-epoch shuffling order is derived 
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,24 +61,29 @@ def load_checkpoint(run_dir: Path, model) -> tuple[int, list[dict]]:
             "Start a new run with `mnistlab train`"
         )
     try:
-        data = np.load(path, allow_pickle=False)
-        model.optimizer.build(model.trainable_variables)
-        targets = [("model", v) for v in model.variables]
-        targets += [("opt", v) for v in model.optimizer.variables]
-        counters = {"model": 0, "opt": 0}
-        for kind, var in targets:
-            value = data[f"{kind}_{counters[kind]}"]
-            counters[kind] += 1
-            if tuple(value.shape) != tuple(var.shape):
-                raise ValueError(f"shape {value.shape} != {tuple(var.shape)} for {var.path}")
-            var.assign(value)
-        epochs_done = int(data["epochs_done"])
-        rows = [
-            {k: (int(v) if k == "epoch" else float(v)) for k, v in zip(HISTORY_KEYS, r, strict=True)}
-            for r in data["history"]
-        ]
-    except (KeyError, ValueError, OSError) as e:
+        # Open the file ourselves: np.load leaks its handle when the zip is unreadable.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+            model.optimizer.build(model.trainable_variables)
+            targets = [("model", v) for v in model.variables]
+            targets += [("opt", v) for v in model.optimizer.variables]
+            counters = {"model": 0, "opt": 0}
+            for kind, var in targets:
+                value = data[f"{kind}_{counters[kind]}"]
+                counters[kind] += 1
+                if tuple(value.shape) != tuple(var.shape):
+                    raise ValueError(f"shape {value.shape} != {tuple(var.shape)} for {var.path}")
+                var.assign(value)
+            epochs_done = int(data["epochs_done"])
+            rows = [
+                {k: (int(v) if k == "epoch" else float(v))
+                 for k, v in zip(HISTORY_KEYS, r, strict=True)}
+                for r in data["history"]
+            ]
+    # A damaged file (truncated copy, disk error) surfaces as any of these from numpy/zipfile/zlib.
+    except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile,
+            zlib.error) as e:
         raise RunError(
-            f"{path} does not fit this run's model ({e}); it cannot be resumed. Start a new run"
+            f"{path} does not fit this run's model or is damaged ({type(e).__name__}: {e}); "
+            "it cannot be resumed. Start a new run"
         ) from None
     return epochs_done, rows

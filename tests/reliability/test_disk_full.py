@@ -66,33 +66,32 @@ def test_full_disk_while_saving_keeps_earlier_artifacts(small_fs, digits_cfg):
     assert compare_weights(model, load_run(run.path).load_model())
 
 
-@pytest.mark.parametrize("free_kib", [0, 100, 200])
-def test_disk_filling_up_during_training_then_resume(small_fs, digits_cfg, free_kib):
-    """Run A completes; the disk is then filled so that run B fails at some write (manifest,
-    checkpoint or model, depending on the space left). A is untouched, B has no half-written file;
-    after freeing space B resumes (when it had a checkpoint) to the same weights as A."""
+@pytest.mark.parametrize("free_kib, fails_on", [
+    (0, "manifest.json"),  # the very first file of the new run
+    (100, "checkpoint.npz"),  # the second epoch's checkpoint (old + new copy do not fit)
+    (200, "model.h5"),  # after training, the second model file
+])
+def test_disk_filling_up_during_training_then_resume(small_fs, digits_cfg, free_kib, fails_on):
+    """Run A completes; the disk is then filled so that run B fails at one of its writes. A is
+    untouched, B has no half-written file, and after freeing space B resumes (when it has a
+    checkpoint) to the same weights as A."""
     fs = small_fs("1m")
     a = train(digits_cfg, out=fs, command=["test"], report=False)
     before = _hashes(a.path)
     filler = fill(fs, leave=free_kib * 1024)
-    with pytest.raises(DiskFullError, match=DISK_FULL):
+    with pytest.raises(DiskFullError, match=DISK_FULL) as e:
         train(digits_cfg, out=fs, command=["test"], report=False)
+    assert f"{fails_on}. Free some disk space" in str(e.value)
     assert _hashes(a.path) == before
     assert temp_leftovers(fs) == []
     (b_dir,) = [p for p in fs.iterdir() if p.is_dir() and p != a.path]
     _check_run_files_parse(b_dir)
     filler.unlink()
-    if not (b_dir / "manifest.json").exists():
-        assert list(b_dir.iterdir()) == []  # failed on its very first file: an empty directory
+    if fails_on == "manifest.json":
+        assert list(b_dir.iterdir()) == []  # an empty directory is all that is left
         return
     b = load_run(b_dir, require_complete=False)
     assert b.status == "running"  # the disk was too full to record anything else
-    if not (b_dir / "checkpoint.npz").exists():
-        from mnistlab.errors import RunError
-
-        with pytest.raises(RunError, match="no checkpoint.npz"):
-            train(resume=b_dir, report=False)
-        return
     done = train(resume=b_dir, report=False)
     assert done.is_complete and [r["epoch"] for r in done.history] == [1, 2, 3]
     assert compare_weights(a.load_model(), done.load_model())
