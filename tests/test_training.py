@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from mnistlab.files import load_npz
 from mnistlab.training import compare_weights, epoch_permutation, rerun
 
 RUN_FILES = [
@@ -25,7 +26,7 @@ def test_run_directory_is_complete_and_valid(digits_run):
     assert m["dataset"]["name"] == "digits" and m["dataset"]["image_shape"] == [8, 8]
     assert m["backend"] == "jax" and m["versions"]["keras"] and m["finished"]
     assert set(m["files"]) == {"model.keras", "model.h5"}
-    split = np.load(digits_run.path / "split.npz", allow_pickle=False)
+    split = load_npz(digits_run.path / "split.npz")
     tr, va = split["train_idx"], split["val_idx"]
     assert len(set(tr) & set(va)) == 0 and len(tr) + len(va) == m["dataset"]["n_train"] + m["dataset"]["n_val"]
     assert len(va) == math.ceil(0.3 * (len(tr) + len(va)))  # train_test_split rounds up
@@ -38,7 +39,7 @@ def test_run_directory_is_complete_and_valid(digits_run):
     assert np.array(metrics["confusion_matrix"]).sum() == 360
     assert set(metrics["per_class"]) == {str(i) for i in range(10)}
     assert "precision" in (digits_run.path / "classification_report.txt").read_text()
-    preds = np.load(digits_run.path / "predictions.npz", allow_pickle=False)
+    preds = load_npz(digits_run.path / "predictions.npz")
     assert preds["probabilities"].shape == (360, 10) and preds["images"].shape == (360, 8, 8)
     np.testing.assert_allclose(preds["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
     assert "87,374" not in (digits_run.path / "summary.txt").read_text()  # 8x8 input: fewer params
@@ -51,7 +52,7 @@ def test_split_matches_the_tutorials_train_test_split(digits_run):
 
     ds = load_dataset("digits")
     x_tr, x_va, _, _ = train_test_split(ds.x_train, ds.y_train, test_size=0.3, random_state=111)
-    split = np.load(digits_run.path / "split.npz")
+    split = load_npz(digits_run.path / "split.npz")
     assert np.array_equal(ds.x_train[split["train_idx"]], x_tr)
     assert np.array_equal(ds.x_train[split["val_idx"]], x_va)
 

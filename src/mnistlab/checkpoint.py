@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import RunError
-from mnistlab.files import save_npz
+from mnistlab.files import load_npz, save_npz
 
 FILE = "checkpoint.npz"
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -61,24 +61,22 @@ def load_checkpoint(run_dir: Path, model) -> tuple[int, list[dict]]:
             "Start a new run with `mnistlab train`"
         )
     try:
-        # Open the file ourselves: np.load leaks its handle when the zip is unreadable.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            model.optimizer.build(model.trainable_variables)
-            targets = [("model", v) for v in model.variables]
-            targets += [("opt", v) for v in model.optimizer.variables]
-            counters = {"model": 0, "opt": 0}
-            for kind, var in targets:
-                value = data[f"{kind}_{counters[kind]}"]
-                counters[kind] += 1
-                if tuple(value.shape) != tuple(var.shape):
-                    raise ValueError(f"shape {value.shape} != {tuple(var.shape)} for {var.path}")
-                var.assign(value)
-            epochs_done = int(data["epochs_done"])
-            rows = [
-                {k: (int(v) if k == "epoch" else float(v))
-                 for k, v in zip(HISTORY_KEYS, r, strict=True)}
-                for r in data["history"]
-            ]
+        data = load_npz(path)
+        model.optimizer.build(model.trainable_variables)
+        targets = [("model", v) for v in model.variables]
+        targets += [("opt", v) for v in model.optimizer.variables]
+        counters = {"model": 0, "opt": 0}
+        for kind, var in targets:
+            value = data[f"{kind}_{counters[kind]}"]
+            counters[kind] += 1
+            if tuple(value.shape) != tuple(var.shape):
+                raise ValueError(f"shape {value.shape} != {tuple(var.shape)} for {var.path}")
+            var.assign(value)
+        epochs_done = int(data["epochs_done"])
+        rows = [
+            {k: (int(v) if k == "epoch" else float(v)) for k, v in zip(HISTORY_KEYS, r, strict=True)}
+            for r in data["history"]
+        ]
     # A damaged file (truncated copy, disk error) surfaces as any of these from numpy/zipfile/zlib.
     except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile,
             zlib.error) as e:

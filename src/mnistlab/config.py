@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mnistlab.errors import ConfigError
 
@@ -65,6 +72,11 @@ class TrainConfig(_Section):
         "fit", description="fast: whole-epoch compiled loop; fit: plain keras Model.fit"
     )
     devices: str = Field("1", description="number of devices for data-parallel training, or 'all'")
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_as_text(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 class ReportConfig(_Section):

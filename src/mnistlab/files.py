@@ -109,3 +109,12 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_npz(path: str | Path) -> dict:
+    """Read every array of an ``.npz`` into a dict and close the file (``allow_pickle=False``)."""
+    import numpy as np
+
+    # Open the file ourselves: np.load leaks its handle when the zip inside is unreadable.
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

@@ -28,7 +28,8 @@ from mnistlab.config import Config, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.errors import TrainingError, TrainingInterrupted
-from mnistlab.files import save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.preprocess import PreprocessParams
 from mnistlab.runs import Run, create_run_dir, history_csv
 
 Progress = Callable[[int, int, dict], None]
@@ -213,6 +214,9 @@ def _start_run(config: Config, ds: Dataset, out, command) -> Run:
     sample_idx = train_idx[pick]
     save_npz(run.file("samples.npz"), images=ds.x_train[sample_idx],
              labels=ds.y_train[sample_idx], indices=sample_idx)
+    h, w = ds.image_shape
+    if h == w:  # own-photo preprocessing makes square images like the training data
+        write_text(run.file("preprocess.json"), PreprocessParams.for_size(h).to_json() + "\n")
     return run
 
 
@@ -276,26 +280,32 @@ def train(
         TrainingInterrupted: SIGINT/SIGTERM arrived; the run was checkpointed and can be resumed.
     """
     from mnistlab.checkpoint import load_checkpoint
+    from mnistlab.distribution import data_parallel_for  # issue 7
     from mnistlab.evaluation import evaluate_model
     from mnistlab.model import build_model, compile_model, to_input
 
     started = time.time()
     if resume is not None:
         run, config, ds = _reopen_run(resume)
+        parallel = data_parallel_for(config)  # issue 7: several devices (mnistlab.distribution)
     else:
+        parallel = data_parallel_for(config)  # issue 7: checked before any file is written
+        config = parallel.config if parallel else config  # train.loop "fit": fast is 1-device
         ds = dataset or load_dataset(config.data.dataset, path=config.data.path,
                                      mirrors=config.data.mirrors)
         if dataset is not None and config.data.dataset != ds.name and not config.data.path:
             config = config.model_copy(update={"data": config.data.model_copy(
                 update={"dataset": ds.name})})
         run = _start_run(config, ds, out, command)
-    split = np.load(run.file("split.npz"), allow_pickle=False)
+    split = load_npz(run.file("split.npz"))
     train_idx, val_idx = split["train_idx"], split["val_idx"]
 
     c = ds.num_classes
     x_all = to_input(ds.x_train)
     x, xv = x_all[train_idx], x_all[val_idx]
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
+    if parallel:  # issue 7: before the model is built, so its variables live on every device
+        (x, y), (xv, yv) = parallel.start(run, (x, y), (xv, yv))
     model = build_model(config.model, ds.image_shape, c, seed=config.seed)
     compile_model(model, config.train)
     rows: list[dict] = []
@@ -307,19 +317,23 @@ def train(
     else:
         run.update(params=int(model.count_params()))
 
-    with _StopSignal() as stop:
-        on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
-        try:
-            _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end)
-        except KeyboardInterrupt:
-            stop.received = stop.received or "SIGINT"
-        if stop.received:
-            run.update(status="interrupted", interrupted_by=stop.received, finished=None)
-            raise TrainingInterrupted(
-                f"{stop.received} received: stopped after epoch {len(rows)} of "
-                f"{config.train.epochs}; the checkpoint is saved. Continue with "
-                f"`mnistlab train --resume {run.path}`"
-            )
+    try:
+        with _StopSignal() as stop:
+            on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
+            try:
+                _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end)
+            except KeyboardInterrupt:
+                stop.received = stop.received or "SIGINT"
+            if stop.received:
+                run.update(status="interrupted", interrupted_by=stop.received, finished=None)
+                raise TrainingInterrupted(
+                    f"{stop.received} received: stopped after epoch {len(rows)} of "
+                    f"{config.train.epochs}; the checkpoint is saved. Continue with "
+                    f"`mnistlab train --resume {run.path}`"
+                )
+    finally:
+        if parallel:  # issue 7: evaluate and save on one device, as any later process loads it
+            parallel.stop()
 
     metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     write_json(run.file("metrics.json"), metrics)

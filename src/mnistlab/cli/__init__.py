@@ -48,9 +48,9 @@ def cli(ctx, debug):
 
 
 def _register():
-    from mnistlab.cli import data, runs, train
+    from mnistlab.cli import data, export, predict, report, runs, train
 
-    for module in (data, train, runs):
+    for module in (data, train, runs, predict, report, export):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,26 +1,81 @@
-"""``mnistlab data ...``: look at and fetch datasets."""
+"""``mnistlab data ...``: list, inspect and fetch datasets."""
 
 from __future__ import annotations
 
+import sys
+
 import click
+
+_mirror_option = click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Extra download origin (base URL or full URL), tried first. Repeatable.",
+)
+
+
+def progress_bar():
+    """Return a download progress callback drawing a text bar on stderr, or None if not a TTY."""
+    if not sys.stderr.isatty():
+        return None
+
+    def draw(name: str, done: int, total: int | None):
+        if total:
+            filled = min(30, 30 * done // total)
+            bar = "#" * filled + "." * (30 - filled)
+            text = f"{name} [{bar}] {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        else:
+            text = f"{name} {done / 1e6:.1f} MB"
+        click.echo("\r" + text, err=True, nl=bool(total) and done >= total)
+
+    return draw
 
 
 @click.group("data")
 def data_group():
-    """Inspect and download datasets."""
+    """List, inspect and download datasets."""
+
+
+@data_group.command("list")
+def list_():
+    """List the named datasets and whether each is usable offline now."""
+    from mnistlab.data.sources import DESCRIPTIONS, availability
+
+    for name, text in DESCRIPTIONS.items():
+        ok, where = availability(name)
+        click.echo(f"{name:<14} {text}")
+        click.echo(f"{'':<14} offline now: {'yes' if ok else 'no'} ({where})")
 
 
 @data_group.command("info")
 @click.argument("name", required=False, default=None)
-@click.option("--data", "path", type=click.Path(), help="Your own .npz, IDX directory or image folder.")
-def info(name, path):
+@click.option(
+    "--data", "path", type=click.Path(), help="Your own .npz, IDX directory or image folder."
+)
+@_mirror_option
+def info(name, path, mirrors):
     """Print shapes, class counts, source and sha256 of a dataset (NAME or --data PATH)."""
     from mnistlab.data import load_dataset
     from mnistlab.data.describe import describe
 
     if not name and not path:
         raise click.UsageError("give a dataset NAME (e.g. fashion_mnist) or --data PATH")
-    click.echo(describe(load_dataset(name or "mnist", path=path)))
+    if name and path:
+        raise click.UsageError("give either a dataset NAME or --data PATH, not both")
+    ds = load_dataset(name or "mnist", path=path, mirrors=mirrors, progress=progress_bar())
+    click.echo(describe(ds))
+
+
+@data_group.command("fetch")
+@click.argument("name")
+@_mirror_option
+def fetch(name, mirrors):
+    """Download a named dataset into the Keras cache (if needed), verify it, print path + sha256."""
+    from mnistlab.data.sources import fetch_named
+
+    for path, sha256 in fetch_named(name, mirrors=mirrors, progress=progress_bar()):
+        click.echo(f"{path}  sha256 {sha256}")
 
 
 COMMANDS = [data_group]

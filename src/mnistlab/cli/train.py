@@ -17,13 +17,15 @@ def _progress(epoch: int, epochs: int, logs: dict) -> None:
 
 def _load_with_fallback(cfg, fallbacks):
     """Load the configured dataset; if it cannot be had, say so and try each fallback in turn."""
+    from mnistlab.cli.data import progress_bar
     from mnistlab.data import load_dataset
     from mnistlab.errors import DataError
 
     names = [cfg.data.dataset, *fallbacks]
     for i, name in enumerate(names):
         try:
-            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors)
+            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors,
+                                progress=progress_bar())
         except DataError as e:
             if i == len(names) - 1 or cfg.data.path:
                 raise
@@ -42,6 +44,8 @@ def _load_with_fallback(cfg, fallbacks):
 @click.option("--batch-size", type=int, help="Batch size (tutorial: 128).")
 @click.option("--seed", type=int, help="Seed for split, initialisation and shuffling (tutorial: 111).")
 @click.option("--loop", type=click.Choice(["fast", "fit"]), help="Training loop implementation.")
+@click.option("--devices", metavar="N|all",
+              help="Data-parallel training on N devices (JAX); batch size must divide evenly.")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="Runs folder.")
 @click.option("--fallback", multiple=True, metavar="NAME",
               help="Dataset to use if the chosen one cannot be had (repeatable; said out loud).")
@@ -50,7 +54,7 @@ def _load_with_fallback(cfg, fallbacks):
 @click.option("--resume", type=click.Path(), metavar="RUN",
               help="Continue an interrupted run from its last checkpoint (other options ignored).")
 def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_size, seed, loop,
-              out, fallback, report, quiet, resume):
+              devices, out, fallback, report, quiet, resume):
     """Train the tutorial's MLP and write a run directory (runs/<time>-<preset>-<data>-seed<N>).
 
     Ctrl-C or SIGTERM stops at the end of the current epoch after saving a checkpoint;
@@ -66,7 +70,7 @@ def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_
         return
     cfg = load_config(preset, config_file, overrides, data__dataset=dataset, data__path=data_path,
                       train__epochs=epochs, train__batch_size=batch_size, seed=seed,
-                      train__loop=loop)
+                      train__loop=loop, train__devices=devices)
     ds = _load_with_fallback(cfg, fallback)
     run = train(cfg, dataset=ds, out=out, command=sys.argv, report=report,
                 progress=None if quiet else _progress)

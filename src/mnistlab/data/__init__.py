@@ -50,24 +50,32 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def load_dataset(name: str = "mnist", path: str | None = None, mirrors=()) -> Dataset:
+def load_dataset(
+    name: str = "mnist", path: str | None = None, mirrors=(), *, progress=None
+) -> Dataset:
     """Load a named dataset, or a user's own files when ``path`` is given.
 
     Args:
         name: one of ``NAMES``; ignored when ``path`` is set.
         path: a Keras-layout ``.npz``, a directory of the four IDX files, or an image folder.
-        mirrors: extra download origins, tried before the built-in ones (``mnist`` only).
+        mirrors: extra download origins, tried before ``$MNISTLAB_MIRRORS`` and the Keras origin
+            (``mnist`` and ``fashion_mnist``): base URLs, or full URLs ending in the file name.
+        progress: optional ``progress(file_name, bytes_done, bytes_total_or_None)`` called while
+            downloading; the library itself never prints.
 
     Returns:
         A validated ``Dataset``.
 
     Raises:
-        DataError: unknown name, unreadable or invalid files, or no way to get the data.
+        DataError: unknown name, unreadable or invalid files, or no way to get the data
+            (``DownloadError``, whose message names the cache path and the ways out).
     """
     from mnistlab.data import sources
 
     if path:
         return sources.load_path(path)
     if name not in NAMES:
-        raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(NAMES)}, or pass --data PATH")
-    return sources.load_named(name, mirrors=mirrors)
+        raise DataError(
+            f"unknown dataset {name!r}. Choose one of {', '.join(NAMES)}, or pass --data PATH"
+        )
+    return sources.load_named(name, mirrors=mirrors, progress=progress)

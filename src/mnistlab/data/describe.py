@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mnistlab.data import Dataset
 
 
 def describe(ds: Dataset, val_fraction: float = 0.3) -> str:
-    """Return the tutorial-style shapes, class counts, source and sha256 of ``ds``."""
-    n_val = int(round(len(ds.y_train) * val_fraction))
+    """Return the tutorial-style shapes, class counts, source and sha256 of ``ds``.
+
+    Args:
+        ds: the dataset.
+        val_fraction: validation share used to show the shapes after the tutorial's split.
+
+    Returns:
+        Lines of text joined by newlines, no trailing newline.
+    """
+    n_val = math.ceil(len(ds.y_train) * val_fraction)  # as train_test_split rounds
     n_tr = len(ds.y_train) - n_val
     h, w = ds.image_shape
     lines = [
@@ -19,6 +29,8 @@ def describe(ds: Dataset, val_fraction: float = 0.3) -> str:
         f"x_test:  {ds.x_test.shape} {ds.x_test.dtype}   y_test: {ds.y_test.shape}",
         f"after a {val_fraction:.0%} validation split: train ({n_tr}, {h}, {w}), "
         f"validation ({n_val}, {h}, {w})",
+        f"pixels:  {ds.x_train.min()}..{ds.x_train.max()}   classes: {ds.num_classes}   "
+        f"input size when flattened: {h * w}",
     ]
     counts_tr = np.bincount(ds.y_train, minlength=ds.num_classes)
     counts_te = np.bincount(ds.y_test, minlength=ds.num_classes)

@@ -1,0 +1,72 @@
+"""mnistlab compare: only differing config keys, metrics, overlaid curves, self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from click.testing import CliRunner
+from reportkit import check_png, write_run
+
+from mnistlab.compare import compare_runs
+from mnistlab.errors import RunError
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    a = write_run(root, name="run-a", epochs=3, seed=111)
+    b = write_run(root, name="run-b", epochs=5, seed=7)
+    return a, b
+
+
+def test_compare_lists_only_keys_that_differ(two_runs, tmp_path):
+    result = compare_runs(two_runs, out=tmp_path)
+    keys = [k for k, _ in result.config_diff]
+    assert keys == ["seed", "train.epochs"]
+    assert dict(result.config_diff)["train.epochs"] == ["3", "5"]
+    text = result.table()
+    assert "run-a" in text and "run-b" in text and "train.epochs" in text
+    assert "model.hidden" not in text  # the same in both runs
+    assert result.labels == ["run-a", "run-b"]
+
+
+def test_compare_writes_self_contained_html_and_png(two_runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare_runs(two_runs, out=out)
+    assert result.png_path == out / "compare.png" and result.html_path == out / "compare.html"
+    check_png(result.png_path.read_bytes())
+    html = result.html_path.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(srcs) == 1 and srcs[0].startswith("data:image/png;base64,")
+    check_png(base64.b64decode(srcs[0].split(",", 1)[1]))
+    assert "<script" not in html and "http" not in html
+
+
+def test_identical_configs_say_so(tmp_path):
+    a = write_run(tmp_path, name="x1")
+    b = write_run(tmp_path, name="x2")
+    result = compare_runs([a, b], out=tmp_path)
+    assert result.config_diff == []
+    assert "none (same configuration)" in result.table()
+
+
+def test_compare_needs_two_existing_runs(two_runs, tmp_path):
+    with pytest.raises(RunError, match="at least two run directories; received 1"):
+        compare_runs([two_runs[0]], out=tmp_path)
+    with pytest.raises(RunError, match="not found"):
+        compare_runs([two_runs[0], tmp_path / "missing"], out=tmp_path)
+
+
+def test_cli_compare(two_runs, tmp_path):
+    from mnistlab.cli import cli
+
+    result = CliRunner().invoke(cli, ["compare", *map(str, two_runs), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "train.epochs" in result.output and "test acc" in result.output
+    assert (tmp_path / "compare.html").exists() and (tmp_path / "compare.png").exists()
+
+    result = CliRunner().invoke(cli, ["compare", str(two_runs[0])])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: compare needs at least two run directories")
