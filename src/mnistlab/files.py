@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -96,10 +98,33 @@ def save_npz(path: str | Path, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def save_with(path: str | Path, writer: Callable[[Path], None], suffix: str = "") -> None:
-    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
-    with atomic_path(path, suffix=suffix) as tmp:
-        writer(tmp)
+def save_with(
+    path: str | Path, writer: Callable[[Path], None], suffix: str = "", stage_in_memory: bool = False
+) -> None:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically.
+
+    Args:
+        path: the final file.
+        writer: writes the complete file to the path it is given.
+        suffix: extension the temporary name must end with.
+        stage_in_memory: let ``writer`` write into a RAM-backed folder (``/dev/shm`` when there is
+            one) and copy the result into place. For writers that cannot cope with a full disk:
+            HDF5 (``.h5``) can crash the whole process on ENOSPC instead of raising.
+
+    Raises:
+        DiskFullError: the disk filled up; ``path`` is untouched.
+    """
+    if not stage_in_memory:
+        with atomic_path(path, suffix=suffix) as tmp:
+            writer(tmp)
+        return
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        staged = Path(folder) / f"staged{suffix}"
+        writer(staged)
+        with atomic_path(path, suffix=suffix) as tmp, open(staged, "rb") as src, \
+                open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def sha256_file(path: str | Path) -> str:

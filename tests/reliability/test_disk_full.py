@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,35 +69,91 @@ def test_full_disk_while_saving_keeps_earlier_artifacts(small_fs, digits_cfg):
     assert compare_weights(model, load_run(run.path).load_model())
 
 
-@pytest.mark.parametrize("free_kib, fails_on", [
-    (0, "manifest.json"),  # the very first file of the new run
-    (100, "checkpoint.npz"),  # the second epoch's checkpoint (old + new copy do not fit)
-    (200, "model.h5"),  # after training, the second model file
-])
-def test_disk_filling_up_during_training_then_resume(small_fs, digits_cfg, free_kib, fails_on):
-    """Run A completes; the disk is then filled so that run B fails at one of its writes. A is
-    untouched, B has no half-written file, and after freeing space B resumes (when it has a
-    checkpoint) to the same weights as A."""
+@pytest.mark.parametrize("free_share", [0.0, 0.35, 0.7])
+def test_disk_filling_up_during_training_then_resume(small_fs, digits_cfg, free_share):
+    """Run A completes; the disk is then filled to leave a share of A's size free, so that run B
+    fails at whichever write first does not fit (its manifest, a checkpoint, a model file...).
+    A is untouched, B has no half-written file, and after freeing space B resumes (when it got as
+    far as a checkpoint) to the same weights as A."""
     fs = small_fs("1m")
     a = train(digits_cfg, out=fs, command=["test"], report=False)
     before = _hashes(a.path)
-    filler = fill(fs, leave=free_kib * 1024)
+    used = sum(p.stat().st_blocks * 512 for p in a.path.iterdir())
+    filler = fill(fs, leave=int(free_share * used))
     with pytest.raises(DiskFullError, match=DISK_FULL) as e:
         train(digits_cfg, out=fs, command=["test"], report=False)
-    assert f"{fails_on}. Free some disk space" in str(e.value)
     assert _hashes(a.path) == before
     assert temp_leftovers(fs) == []
     (b_dir,) = [p for p in fs.iterdir() if p.is_dir() and p != a.path]
+    failed_on = re.search(r"while writing (.+)\. Free", str(e.value)).group(1)
+    assert Path(failed_on).parent == b_dir and not Path(failed_on).exists() or (
+        Path(failed_on).name in before)  # a new file was not created, or an old one is intact
     _check_run_files_parse(b_dir)
     filler.unlink()
-    if fails_on == "manifest.json":
-        assert list(b_dir.iterdir()) == []  # an empty directory is all that is left
+    if not (b_dir / "manifest.json").exists():
+        assert free_share == 0.0 and list(b_dir.iterdir()) == []  # an empty directory is left
         return
     b = load_run(b_dir, require_complete=False)
     assert b.status == "running"  # the disk was too full to record anything else
+    if not (b_dir / "checkpoint.npz").exists():
+        from mnistlab.errors import RunError
+
+        with pytest.raises(RunError, match="no checkpoint.npz"):
+            train(resume=b_dir, report=False)
+        return
     done = train(resume=b_dir, report=False)
     assert done.is_complete and [r["epoch"] for r in done.history] == [1, 2, 3]
     assert compare_weights(a.load_model(), done.load_model())
+    print(f"free {free_share:.0%} of a run: failed on {Path(failed_on).name}")
+
+
+_SAVE_SWEEP = textwrap.dedent("""
+    import os, sys, warnings
+    from pathlib import Path
+    import keras
+    from mnistlab.files import DiskFullError, save_with
+    fs, name, stage = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "stage"
+    leaves = [int(x) for x in sys.argv[4:]]
+    inp = keras.Input((8, 8))
+    x = keras.layers.Dense(64)(keras.layers.Dense(100)(keras.layers.Flatten()(inp)))
+    model = keras.Model(inp, keras.layers.Dense(10)(x))
+    warnings.simplefilter("ignore")
+    for leave in leaves:
+        filler = fs / "filler.bin"
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 16))
+            except OSError:
+                pass
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+        try:
+            save_with(fs / name, model.save, suffix=Path(name).suffix, stage_in_memory=stage)
+            print(leave, "saved", flush=True)
+        except DiskFullError:
+            print(leave, "DiskFullError", flush=True)
+        filler.unlink()
+        (fs / name).unlink(missing_ok=True)
+""")
+
+
+@pytest.mark.parametrize("name, staging", [("model.h5", "stage"), ("model.keras", "direct")])
+def test_model_save_on_a_full_disk_is_a_clean_error_not_a_crash(small_fs, name, staging):
+    """HDF5 writing straight onto a disk that fills up mid-file can kill the process (SIGSEGV in
+    h5py's cleanup) or raise RuntimeError("Can't destroy cache"), so model.h5 is written in memory
+    first (training does the same). ``.keras`` (a zip) copes with ENOSPC and is written directly.
+    Every amount of free space ends in DiskFullError or a saved file, in a child process so that a
+    crash shows as a failure."""
+    fs = small_fs("1m")
+    leaves = [0, 4096, 16384, 32768, 49152, 65536, 81920, 200_000]
+    res = subprocess.run([sys.executable, "-c", _SAVE_SWEEP, str(fs), name, staging, *map(str, leaves)],
+                         capture_output=True, text=True, env=ENV, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    outcome = dict(line.split() for line in res.stdout.splitlines())
+    assert set(outcome) == set(map(str, leaves)), res.stdout
+    assert set(outcome.values()) <= {"saved", "DiskFullError"}
+    assert outcome["0"] == "DiskFullError" and outcome["200000"] == "saved"
+    assert temp_leftovers(fs) == []
 
 
 def test_out_of_inodes_is_a_disk_full_error(small_fs):
