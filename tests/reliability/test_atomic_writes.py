@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import temp_leftovers
+from reliability_helpers import temp_leftovers
 
 from mnistlab import files
 from mnistlab.files import DiskFullError, atomic_path, save_npz, save_with, write_json, write_text

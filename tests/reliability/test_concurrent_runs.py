@@ -10,7 +10,7 @@ import textwrap
 import threading
 import time
 
-from conftest import ENV, MNISTLAB
+from reliability_helpers import ENV, MNISTLAB
 
 from mnistlab.runs import create_run_dir, load_run
 from mnistlab.training import compare_weights

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENV, MNISTLAB, fill, temp_leftovers
+from reliability_helpers import ENV, MNISTLAB, fill, temp_leftovers
 
 from mnistlab.config import load_config
 from mnistlab.files import DiskFullError, save_npz, save_with, sha256_file, write_json, write_text

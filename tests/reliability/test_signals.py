@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENV, MNISTLAB, temp_leftovers
+from reliability_helpers import ENV, MNISTLAB, temp_leftovers
 
 from mnistlab.config import load_config
 from mnistlab.runs import load_run
