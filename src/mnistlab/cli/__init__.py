@@ -48,9 +48,9 @@ def cli(ctx, debug):
 
 
 def _register():
-    from mnistlab.cli import data, export, predict, report, runs, train
+    from mnistlab.cli import data, export, predict, report, runs, serve, train
 
-    for module in (data, train, runs, predict, report, export):
+    for module in (data, train, runs, predict, report, export, serve):
         for command in module.COMMANDS:
             cli.add_command(command)
 
