@@ -9,6 +9,7 @@ of epochs done and the history so far. The per-epoch shuffling order is derived 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,11 @@ def load_checkpoint(run_dir: Path, model) -> tuple[int, list[dict]]:
             {k: (int(v) if k == "epoch" else float(v)) for k, v in zip(HISTORY_KEYS, r, strict=True)}
             for r in data["history"]
         ]
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    # A damaged file (truncated copy, disk error) surfaces as any of these from numpy/zipfile/zlib.
+    except (KeyError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile,
+            zlib.error) as e:
         raise RunError(
-            f"{path} does not fit this run's model ({e}); it cannot be resumed. Start a new run"
+            f"{path} does not fit this run's model or is damaged ({type(e).__name__}: {e}); "
+            "it cannot be resumed. Start a new run"
         ) from None
     return epochs_done, rows

@@ -11,6 +11,8 @@ import errno
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,16 +36,16 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         DiskFullError: the disk filled up; the temporary file is removed, ``path`` is untouched.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = None
     try:
+        tmp = _create_temp(path, suffix)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(
                 f"no space left on the device while writing {path}. Free some disk space and "
@@ -51,8 +53,25 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             ) from None
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path, suffix: str) -> Path:
+    """Create an empty, hidden temporary file next to ``path``.
+
+    Unlike ``tempfile.mkstemp`` (always 0o600), the mode is 0o666 minus the umask, so the final
+    file gets the same permissions a plain ``open(path, "w")`` would give it.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"could not create a temporary file next to {path}")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -79,10 +98,33 @@ def save_npz(path: str | Path, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def save_with(path: str | Path, writer: Callable[[Path], None], suffix: str = "") -> None:
-    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
-    with atomic_path(path, suffix=suffix) as tmp:
-        writer(tmp)
+def save_with(
+    path: str | Path, writer: Callable[[Path], None], suffix: str = "", stage_in_memory: bool = False
+) -> None:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically.
+
+    Args:
+        path: the final file.
+        writer: writes the complete file to the path it is given.
+        suffix: extension the temporary name must end with.
+        stage_in_memory: let ``writer`` write into a RAM-backed folder (``/dev/shm`` when there is
+            one) and copy the result into place. For writers that cannot cope with a full disk:
+            HDF5 (``.h5``) can crash the whole process on ENOSPC instead of raising.
+
+    Raises:
+        DiskFullError: the disk filled up; ``path`` is untouched.
+    """
+    if not stage_in_memory:
+        with atomic_path(path, suffix=suffix) as tmp:
+            writer(tmp)
+        return
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        staged = Path(folder) / f"staged{suffix}"
+        writer(staged)
+        with atomic_path(path, suffix=suffix) as tmp, open(staged, "rb") as src, \
+                open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -98,5 +140,6 @@ def load_npz(path: str | Path) -> dict:
     """Read every array of an ``.npz`` into a dict and close the file (``allow_pickle=False``)."""
     import numpy as np
 
-    with np.load(path, allow_pickle=False) as data:
+    # Open the file ourselves: np.load leaks its handle when the zip inside is unreadable.
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}

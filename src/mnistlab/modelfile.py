@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 from mnistlab.errors import ModelError
@@ -23,29 +24,45 @@ ALLOWED_LAYERS = frozenset(
 _H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+def _is_keras(module: str) -> bool:
+    return module == "keras" or module.startswith("keras.")
+
+
 def _layer_classes(config: dict) -> list[str]:
     """Collect the class of the model and of every layer in a serialized config (recursively).
 
-    Anything else that names a non-Keras module (a custom activation, initializer, ...) is returned
-    as ``module.class`` so that the allow-list refuses it too.
+    A layer is an entry of a ``layers`` list or any object from a ``keras.layers`` module, wherever
+    it sits (a ``Lambda`` hidden in an activation counts). Anything that names a non-Keras module,
+    layer or not, is returned as ``module.class`` so that the allow-list refuses it too.
     """
-    found = [config.get("class_name", "?")]
+    found = [str(config.get("class_name", "?"))]
 
     def walk(node, in_layers=False):
         if isinstance(node, dict):
             module = str(node.get("module") or "")
-            if in_layers and "class_name" in node:
-                found.append(node["class_name"])
-            elif "class_name" in node and module and not module.startswith("keras"):
-                found.append(f"{module}.{node['class_name']}")
+            if "class_name" in node:
+                name = str(node["class_name"])
+                if module and not _is_keras(module):
+                    found.append(f"{module}.{name}")
+                elif in_layers or module.startswith(("keras.layers", "keras.src.layers")):
+                    found.append(name)
             for key, value in node.items():
                 walk(value, in_layers=key == "layers")
         elif isinstance(node, list):
             for value in node:
                 walk(value, in_layers=in_layers)
 
-    walk(config.get("config", {}))
+    walk(config)
     return found
+
+
+def _as_config(obj, path: Path) -> dict:
+    if not isinstance(obj, dict):
+        raise ModelError(
+            f"{path} is not a Keras model file: its model config should be a JSON object, "
+            f"received a JSON {type(obj).__name__}"
+        )
+    return obj
 
 
 def read_model_config(path: str | Path) -> dict:
@@ -73,16 +90,20 @@ def read_model_config(path: str | Path) -> dict:
                     f"{path} is an HDF5 file without a model config (weights only?). "
                     "Save the whole model with model.save('model.h5')"
                 )
-            return json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
+            if not isinstance(raw, str | bytes):
+                raise ValueError(f"model_config attribute is {type(raw).__name__}, not text")
+            return _as_config(json.loads(raw), path)
         if head[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(path) as z:
                 bad = z.testzip()
                 if bad is not None:
                     raise ModelError(f"{path} is corrupt (bad entry {bad}). Re-save or re-download it")
-                return json.loads(z.read("config.json"))
+                return _as_config(json.loads(z.read("config.json")), path)
     except ModelError:
         raise
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError) as e:
+    # What zipfile, zlib, h5py and json raise on damaged or hostile files.
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, zlib.error,
+            NotImplementedError, RecursionError) as e:
         raise ModelError(
             f"{path} is truncated or corrupt and cannot be read as a Keras model ({type(e).__name__}: "
             f"{e}). Re-save the model or copy the file again"
@@ -99,7 +120,12 @@ def check_layers(config: dict, path: str | Path) -> None:
     Raises:
         ModelError: a Lambda or other code-carrying / unknown layer is present.
     """
-    classes = _layer_classes(config)
+    try:
+        classes = _layer_classes(config)
+    except RecursionError:
+        raise ModelError(
+            f"refusing to load {path}: its model config is nested too deeply to check"
+        ) from None
     refused = sorted({c for c in classes if c not in ALLOWED_LAYERS})
     if refused:
         raise ModelError(
@@ -138,4 +164,9 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # keras raises many types for bad files; we name the file and the cause
-        raise ModelError(f"cannot load model {path}: {type(e).__name__}: {e}") from None
+        root = e  # Keras wraps the real reason (e.g. its safe-mode refusal) in generic TypeErrors
+        for _ in range(50):
+            if (root.__cause__ or root.__context__) is None:
+                break
+            root = root.__cause__ or root.__context__
+        raise ModelError(f"cannot load model {path}: {type(root).__name__}: {root}") from None

@@ -105,13 +105,19 @@ def read_manifest(path: str | Path) -> dict:
     if not path.is_dir():
         raise RunError(f"run directory not found: {path}. List runs with `mnistlab runs`")
     try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(
             f"{path} is not a run directory (no {MANIFEST}). Pass a directory made by `mnistlab train`"
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path / MANIFEST} is corrupt ({e}); the run cannot be used") from None
+    if not isinstance(manifest, dict):
+        raise RunError(
+            f"{path / MANIFEST} is corrupt (expected a JSON object, received "
+            f"{type(manifest).__name__}); the run cannot be used"
+        )
+    return manifest
 
 
 def load_run(path: str | Path, require_complete: bool = True) -> Run:

@@ -175,7 +175,8 @@ def _save_model_files(run: Run, model) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            save_with(run.file("model.h5"), lambda p: model.save(p), suffix=".h5")
+            save_with(run.file("model.h5"), lambda p: model.save(p), suffix=".h5",
+                      stage_in_memory=True)
     finally:
         absl.setLevel(level)
     arch = model.to_json()
