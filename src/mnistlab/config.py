@@ -29,7 +29,8 @@ MAX_UNITS = 65_536
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: TOML and --set values arrive typed, so `true` must not pass as 1 epoch
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class DataConfig(_Section):
@@ -196,13 +197,16 @@ def load_config(
         ConfigError: unknown preset or key, or a value of the wrong type or out of range.
     """
     from_file = read_toml(file) if file else {}
-    name = preset or from_file.get("preset") or "tutorial"
-    if name not in PRESETS:
+    parsed = [parse_override(text) for text in overrides]
+    # `--set preset=NAME` chooses the preset (its values apply), like --preset.
+    named = [p.pop("preset") for p in parsed if "preset" in p]
+    name = preset or (named[-1] if named else None) or from_file.get("preset") or "tutorial"
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}")
     data = _merge(PRESETS[name], from_file)
     data["preset"] = name
-    for text in overrides:
-        data = _merge(data, parse_override(text))
+    for override in parsed:
+        data = _merge(data, override)
     for key, value in flags.items():
         if value is None:
             continue
