@@ -38,7 +38,9 @@ def save_checkpoint(run_dir: Path, model, epochs_done: int, rows: list[dict]) ->
     arrays["history"] = np.array(
         [[r[k] for k in HISTORY_KEYS] for r in rows], dtype=np.float64
     ).reshape(len(rows), len(HISTORY_KEYS))
-    save_npz(Path(run_dir) / FILE, **arrays)
+    # Uncompressed and not fsynced: rewritten every epoch, it must cost little (the rename keeps
+    # it crash-safe).
+    save_npz(Path(run_dir) / FILE, compress=False, durable=False, **arrays)
 
 
 def load_checkpoint(run_dir: Path, model) -> tuple[int, list[dict]]:

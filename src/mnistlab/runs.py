@@ -89,10 +89,10 @@ class Run:
         expected = self.manifest.get("files", {}).get(name)
         return load_model_file(self.path / name, expected_sha256=expected)
 
-    def update(self, **fields) -> None:
+    def update(self, durable: bool = True, **fields) -> None:
         """Merge ``fields`` into the manifest and rewrite it atomically."""
         self.manifest.update(fields)
-        write_json(self.path / MANIFEST, self.manifest)
+        write_json(self.path / MANIFEST, self.manifest, durable=durable)
 
 
 def read_manifest(path: str | Path) -> dict:

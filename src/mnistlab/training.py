@@ -151,8 +151,8 @@ class _EpochEnd:
         self.rows.append({"epoch": epoch + 1, **logs, "seconds": round(now - self.t0, 4)})
         self.t0 = now
         save_checkpoint(self.run.path, self.model, epoch + 1, self.rows)
-        write_text(self.run.file("history.csv"), history_csv(self.rows))
-        self.run.update(epochs_done=epoch + 1)
+        write_text(self.run.file("history.csv"), history_csv(self.rows), durable=False)
+        self.run.update(epochs_done=epoch + 1, durable=False)
         if self.progress:
             self.progress(epoch + 1, self.config.train.epochs, self.rows[-1])
         return self.stopper.should_stop(logs) or self.stop.received is not None
