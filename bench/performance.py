@@ -1,0 +1,157 @@
+"""The issue-8 table: the tutorial's code vs ``mnistlab train``, side by side in one sitting.
+
+For each repeat (seed 1..N) it runs, alternating, as subprocesses on full-size Fashion-MNIST:
+
+* the tutorial's code as written (``bench/tutorial_baseline.py``: Keras 3 on TensorFlow, float64
+  input, ``fit``), and
+* ``mnistlab train --preset tutorial --dataset fashion_mnist --no-report --seed S``
+  (start-up, load, 50 epochs, evaluation, saving: the wall time a user waits),
+
+and reports s/epoch (median over epochs 2..50, validation included), wall, test accuracy
+(mean ± sd over seeds) and peak RSS. Then: Predictor batch throughput and single-image latency
+(``bench/predictor_speed.py``), ``mnistlab --help`` start-up, per-epoch time at 1×, 2×, 4× the
+training data, and peak RSS for 5 vs 50 epochs (memory must not grow with epochs).
+
+Run:  .venv/bin/python bench/performance.py [--repeats 3] [--skip-tutorial]
+Writes bench/results/performance-<time>.json.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "KERAS_BACKEND": "jax"}
+
+
+def run_rss(cmd: list[str], env=None) -> tuple[str, float, float]:
+    """Run a command; return (stdout, wall seconds, the child's peak RSS in MB from wait4)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env or ENV)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            raise RuntimeError(f"{cmd} failed:\n{err.read()[-2000:]}")
+        return out.read(), wall, usage.ru_maxrss / 1024
+
+
+def mnistlab_train(seed: int, extra=(), epochs: int = 50) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(BIN / "mnistlab"), "train", "--preset", "tutorial", "--no-report", "--quiet",
+               "--seed", str(seed), "--epochs", str(epochs), "--out", tmp, *extra]
+        if "--data" not in extra:
+            cmd += ["--dataset", "fashion_mnist"]
+        _, wall, rss = run_rss(cmd)
+        (run_dir,) = Path(tmp).iterdir()
+        from mnistlab.runs import read_history
+
+        epochs_s = [r["seconds"] for r in read_history(run_dir / "history.csv")]
+        acc = json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
+    return {"s_per_epoch": statistics.median(epochs_s[1:] or epochs_s), "wall": wall,
+            "rss_mb": rss, "test_accuracy": acc}
+
+
+def tutorial(seed: int) -> dict:
+    out, wall, rss = run_rss([sys.executable, str(HERE / "tutorial_baseline.py"), "--epochs", "50"])
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"s_per_epoch": statistics.median(r["epoch_seconds"][1:]), "wall": wall, "rss_mb": rss,
+            "test_accuracy": r["test_accuracy"]}
+
+
+def summarise(rows: list[dict]) -> dict:
+    accs = [r["test_accuracy"] for r in rows]
+    return {
+        "s_per_epoch": statistics.median(r["s_per_epoch"] for r in rows),
+        "wall": statistics.median(r["wall"] for r in rows),
+        "acc_mean": statistics.mean(accs), "acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "rss_mb": max(r["rss_mb"] for r in rows), "runs": rows,
+    }
+
+
+def help_startup(n: int = 10) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN / "mnistlab"), "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def growth() -> dict:
+    """Per-epoch time (median of epochs 2-3) with the training data tiled 1x, 2x, 4x."""
+    import numpy as np
+
+    from mnistlab.data import load_dataset
+
+    ds = load_dataset("fashion_mnist")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in (1, 2, 4):
+            path = Path(tmp) / f"x{k}.npz"
+            np.savez(path, x_train=np.tile(ds.x_train, (k, 1, 1)), y_train=np.tile(ds.y_train, k),
+                     x_test=ds.x_test, y_test=ds.y_test)
+            out[f"{k}x"] = mnistlab_train(1, extra=("--data", str(path)), epochs=3)["s_per_epoch"]
+            path.unlink()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-tutorial", action="store_true")
+    args = ap.parse_args()
+    res = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count()}
+    tut, ours = [], []
+    for seed in range(1, args.repeats + 1):
+        if not args.skip_tutorial:
+            tut.append(tutorial(seed))
+            print(f"seed {seed} tutorial  {tut[-1]['s_per_epoch']:.3f} s/epoch", flush=True)
+        ours.append(mnistlab_train(seed))
+        print(f"seed {seed} mnistlab  {ours[-1]['s_per_epoch']:.3f} s/epoch, "
+              f"wall {ours[-1]['wall']:.1f} s", flush=True)
+    res["mnistlab"] = summarise(ours)
+    if tut:
+        res["tutorial"] = summarise(tut)
+    run_rss([sys.executable, str(HERE / "predictor_speed.py"), "--repeats", "20"])
+    pred = json.loads((HERE / "results" / "predictor_speed.json").read_text())
+    rows = pred["rows"]
+    res["predict_images_per_s"] = rows["10,000 uint8 images (ms)"]["images_per_s_best"]
+    res["single_image_ms"] = rows["single image, predict_proba (ms)"]["median_ms"]
+    res["help_s"] = help_startup()
+    res["growth_s_per_epoch"] = growth()
+    res["rss_5_epochs_mb"] = mnistlab_train(1, epochs=5)["rss_mb"]
+    res["loadavg_after"] = os.getloadavg()
+
+    print(f"\n{'':<26}{'s/epoch':>9}{'wall s':>9}{'test acc (mean ± sd)':>24}{'peak RSS':>10}")
+    for name in ("tutorial", "mnistlab"):
+        if name in res:
+            r = res[name]
+            print(f"{name:<26}{r['s_per_epoch']:9.3f}{r['wall']:9.1f}"
+                  f"{r['acc_mean']:16.4f} ± {r['acc_sd']:.4f}{r['rss_mb']:8.0f} MB")
+    if "tutorial" in res:
+        print(f"speed-up per epoch: {res['tutorial']['s_per_epoch'] / res['mnistlab']['s_per_epoch']:.1f}x")
+    print(f"prediction, 10,000 images: {res['predict_images_per_s']:,.0f} images/s (best)")
+    print(f"single image in-process:   {res['single_image_ms']:.3f} ms (median)")
+    print(f"mnistlab --help:           {res['help_s']:.3f} s (median of 10)")
+    g = res["growth_s_per_epoch"]
+    print(f"s/epoch at 1x/2x/4x data:  {g['1x']:.3f} / {g['2x']:.3f} / {g['4x']:.3f}")
+    print(f"peak RSS 5 vs 50 epochs:   {res['rss_5_epochs_mb']:.0f} / {res['mnistlab']['rss_mb']:.0f} MB")
+    folder = HERE / "results"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"performance-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(res, indent=2))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
