@@ -105,6 +105,31 @@ def test_two_concurrent_downloads_both_end_verified(http_server, tmp_path):
     assert _leftovers(dest.parent) == []
 
 
+def test_two_processes_downloading_at_once_both_end_verified(http_server, tmp_path):
+    """Two real processes fetch the same file at the same moment (the server holds both answers
+    until both requests arrived); each must end with the verified file and no leftovers."""
+    import subprocess
+    import sys
+
+    http_server.routes["/f.bin"] = Route(BODY, barrier=threading.Barrier(2))
+    dest = tmp_path / "cache" / "f.bin"
+    code = (
+        "import sys; from mnistlab.data import download\n"
+        "p = download.fetch(sys.argv[1], sys.argv[2], [sys.argv[3]])\n"
+        "print(download.sha256_file(p))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(dest), SHA, http_server.url + "/f.bin"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o.strip() for o, _ in outs] == [SHA, SHA]
+    assert http_server.hits["/f.bin"] == 2
+    assert download.sha256_file(dest) == SHA and _leftovers(dest.parent) == []
+
+
 def test_offline_error_names_the_three_ways_out(dead_url, tmp_path):
     dest = tmp_path / "keras" / "datasets" / "mnist.npz"
     with pytest.raises(DownloadError) as e:
