@@ -126,3 +126,13 @@ def test_fast_loop_trains_like_keras_fit(tmp_path):
     np.testing.assert_allclose([r["val_loss"] for r in fast.history],
                                [r["val_loss"] for r in fit.history], rtol=1e-5)
     assert abs(fast.metrics["test_accuracy"] - fit.metrics["test_accuracy"]) <= 1 / 360
+
+
+def test_tensorflow_stays_importable_after_training(digits_run):
+    """Training on JAX blocks Keras' TensorFlow import only while it runs."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow is not installed")
+    assert sys.modules.get("tensorflow", "absent") is not None
