@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from mnistlab.backend import without_tensorflow
 from mnistlab.errors import ModelError
 from mnistlab.files import sha256_file
 
@@ -162,7 +163,8 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
     import keras
 
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        with without_tensorflow():
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # keras raises many types for bad files; we name the file and the cause
         root = e  # Keras wraps the real reason (e.g. its safe-mode refusal) in generic TypeErrors
         for _ in range(50):

@@ -8,7 +8,6 @@ and record everything needed to report, predict, serve, export or rerun.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistlab.backend import without_tensorflow
 from mnistlab.config import Config, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
@@ -247,29 +247,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _without_tensorflow():
-    """On the JAX backend, keep Keras from importing TensorFlow just to save a model.
-
-    When saving, Keras asks whether TensorFlow is available (to recognise TF shapes and dtypes),
-    which imports all of it if it is installed: about 3 s and 600 MB for a model that never
-    touches TensorFlow. A ``None`` entry in ``sys.modules`` (Python's documented way to block an
-    import) makes Keras see what it sees on an install without TensorFlow. The block is lifted
-    afterwards, so later code in the process can still import TensorFlow itself.
-    """
-    import keras
-
-    if keras.backend.backend() != "jax" or "tensorflow" in sys.modules:
-        yield
-        return
-    sys.modules["tensorflow"] = None
-    try:
-        yield
-    finally:
-        if sys.modules.get("tensorflow", 0) is None:
-            del sys.modules["tensorflow"]
-
-
 def train(
     config: Config | None = None,
     *,
@@ -298,7 +275,7 @@ def train(
         DataError: the data cannot be loaded. TrainingError: the loss diverged.
         TrainingInterrupted: SIGINT/SIGTERM arrived; the run was checkpointed and can be resumed.
     """
-    with _without_tensorflow():
+    with without_tensorflow():
         return _train(config, dataset=dataset, out=out, command=command, progress=progress,
                       report=report, resume=resume)
 
