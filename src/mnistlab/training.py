@@ -282,16 +282,16 @@ def train(
 
 def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
     from mnistlab.checkpoint import load_checkpoint
-    from mnistlab.distribution import data_parallel_for  # issue 7
+    from mnistlab.distribution import data_parallel_for
     from mnistlab.evaluation import evaluate_model
     from mnistlab.model import build_model, compile_model, to_input
 
     started = time.time()
     if resume is not None:
         run, config, ds = _reopen_run(resume)
-        parallel = data_parallel_for(config)  # issue 7: several devices (mnistlab.distribution)
+        parallel = data_parallel_for(config)  # several devices (mnistlab.distribution)
     else:
-        parallel = data_parallel_for(config)  # issue 7: checked before any file is written
+        parallel = data_parallel_for(config)  # checked before any file is written
         config = parallel.config if parallel else config  # train.loop "fit": fast is 1-device
         ds = dataset or load_dataset(config.data.dataset, path=config.data.path,
                                      mirrors=config.data.mirrors)
@@ -306,7 +306,7 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
     # Select on uint8, then scale: no float32 copy of the whole training set is ever held.
     x, xv = to_input(ds.x_train[train_idx]), to_input(ds.x_train[val_idx])
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
-    if parallel:  # issue 7: before the model is built, so its variables live on every device
+    if parallel:  # before the model is built, so its variables live on every device
         (x, y), (xv, yv) = parallel.start(run, (x, y), (xv, yv))
     model = build_model(config.model, ds.image_shape, c, seed=config.seed)
     compile_model(model, config.train)
@@ -334,7 +334,7 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
                     f"`mnistlab train --resume {run.path}`"
                 )
     finally:
-        if parallel:  # issue 7: evaluate and save on one device, as any later process loads it
+        if parallel:  # evaluate and save on one device, as any later process loads it
             parallel.stop()
 
     metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
