@@ -308,12 +308,17 @@ def _preprocess_gray(gray: np.ndarray, p: PreprocessParams) -> Preprocessed:
             g, p, f"the ink is a solid blob ({fill:.0%} of its box), not strokes", inverted
         )
 
-    # 6. Crop: keep the faint anti-aliased edge next to kept strokes, erase everything else.
+    # 6. Crop to the box of the strokes at half contrast: in MNIST that box is the 20-px box (its
+    # anti-aliased edges are steep), while in a photo blur and lighting add a faint halo around
+    # the strokes that would otherwise count as digit and shrink it (measured: rendered digits
+    # came out ~6 % smaller). Faint ink next to the strokes stays inside the box; everything
+    # else is erased. A picture already at the model's size keeps its own box, faint edges too.
     grow = max(2, round(max(g.shape) / 100))
     support = ndimage.binary_dilation(kept, structure=eight, iterations=grow)
     out = np.where(support, out, np.float32(0.0))
-    rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if g.shape == (p.size, p.size):  # already model-sized (MNIST-like): keep its own faint edges
+        rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = out[top:bottom, left:right]
     crop = _thicken(crop, p)
     small = _fit_box(crop, p)
