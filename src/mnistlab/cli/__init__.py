@@ -13,6 +13,14 @@ import click
 from mnistlab import __version__
 
 
+def _stopping() -> None:
+    """We are exiting after an interrupt: a further Ctrl-C must not break the clean-up at exit."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class _Group(click.Group):
     """A group that turns mnistlab's own errors into ``Error: ...`` and exit code 1."""
 
@@ -22,6 +30,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as e:
+            _stopping()
             click.echo(f"Interrupted: {e}", err=True)
             ctx.exit(130)
         except MnistlabError as e:
@@ -29,6 +38,7 @@ class _Group(click.Group):
                 raise
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
+            _stopping()
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
 
