@@ -37,29 +37,11 @@ def _sha(path: Path) -> str:
 
 def tiny_model(image_shape, num_classes, hidden=(16, 8), seed=0):
     """A built, compiled tutorial-shaped MLP (flatten/dense1.../output) with seeded weights."""
-    import keras
+    from mnistlab.config import ModelConfig, TrainConfig
+    from mnistlab.model import build_model, compile_model
 
-    layers = [keras.Input(shape=tuple(image_shape)), keras.layers.Flatten(name="flatten")]
-    for i, units in enumerate(hidden, start=1):
-        layers.append(
-            keras.layers.Dense(
-                units,
-                activation="relu",
-                name=f"dense{i}",
-                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i),
-            )
-        )
-    layers.append(
-        keras.layers.Dense(
-            num_classes,
-            activation="softmax",
-            name="output",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        )
-    )
-    model = keras.Sequential(layers, name="mnist_mlp")
-    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
+    model = build_model(ModelConfig(hidden=list(hidden)), tuple(image_shape), num_classes, seed)
+    return compile_model(model, TrainConfig())
 
 
 def write_run(
