@@ -34,10 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnistlab.errors import ModelError, TrainingError
+from mnistlab.numpyloop import EPSILON, NumpyLoop
 
-EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
 _NUMPY_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
-_VAL_CHUNK = 4096
 
 
 @dataclass
@@ -176,201 +175,6 @@ def _cross_entropy(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Keras' categorical cross-entropy per sample: float32 ``(N,)`` from probs ``(N, C)``."""
     pt = np.take_along_axis(p, y[:, None], 1)[:, 0] / p.sum(1)
     return -np.log(np.clip(pt, np.float32(EPSILON), np.float32(1 - EPSILON)))
-
-
-# --------------------------------------------------------------------------- numpy path
-def _act_forward(name: str, h: np.ndarray) -> None:
-    if name == "relu":
-        np.maximum(h, 0, out=h)
-    elif name == "tanh":
-        np.tanh(h, out=h)
-    elif name == "sigmoid":
-        # 1 / (1 + exp(-h)), in place
-        np.negative(h, out=h)
-        np.exp(h, out=h)
-        h += 1
-        np.reciprocal(h, out=h)
-
-
-def _act_backward(name: str, a: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
-    """Multiply ``g`` in place by the activation's derivative, given its output ``a``."""
-    if name == "relu":
-        np.sign(a, out=tmp)  # a >= 0, so sign(a) is the 0/1 derivative
-        g *= tmp
-    elif name == "tanh":
-        np.multiply(a, a, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        g *= tmp
-    elif name == "sigmoid":
-        np.subtract(1, a, out=tmp)
-        tmp *= a
-        g *= tmp
-
-
-class _NumpyLoop:
-    """SGD on float32 numpy with preallocated buffers; one instance per ``fit_fast`` call."""
-
-    def __init__(self, plan, optimizer, batch_size: int, n_in: int):
-        import keras
-
-        self.plan, self.optimizer, self.bs = plan, optimizer, batch_size
-        self.vars = _params(plan)
-        sizes = [math.prod(v.shape) for v in self.vars]
-        total = sum(sizes)
-        # One flat buffer per kind, so the update is two vector ops whatever the depth.
-        self.w_flat = np.empty(total, np.float32)
-        self.g_flat = np.empty(total, np.float32)
-        self.w, self.g = [], []
-        off = 0
-        for v, s in zip(self.vars, sizes, strict=True):
-            self.w.append(self.w_flat[off : off + s].reshape(v.shape))
-            self.g.append(self.g_flat[off : off + s].reshape(v.shape))
-            self.w[-1][...] = keras.ops.convert_to_numpy(v)
-            off += s
-        self.layers = []  # (kernel, bias, grad kernel, grad bias) views per Dense
-        i = 0
-        for d in plan:
-            k, gk = self.w[i], self.g[i]
-            b = gb = None
-            if d.bias is not None:
-                b, gb = self.w[i + 1], self.g[i + 1]
-            i += 2 if d.bias is not None else 1
-            self.layers.append((k, b, gk, gb))
-        self.lr = np.float32(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        self.mom = np.float32(optimizer.momentum)
-        self.nesterov = bool(optimizer.nesterov)
-        self.m_flat = None
-        if optimizer.momentum:
-            self.m_flat = np.concatenate(
-                [keras.ops.convert_to_numpy(m).ravel() for m in optimizer.momentums]
-            ).astype(np.float32)
-            self.tmp_flat = np.empty_like(self.m_flat)
-        widths = [d.kernel.shape[1] for d in plan]
-        self.xb = np.empty((batch_size, n_in), np.float32)
-        self.h = [np.empty((batch_size, w), np.float32) for w in widths]
-        self.dh = [np.empty((batch_size, w), np.float32) for w in widths]
-        self.tmp = [np.empty((batch_size, w), np.float32) for w in widths]
-        self.masks = [np.empty((batch_size, w), np.float32) for w in [n_in] + widths[:-1]]
-        self.dropped_x = np.empty((batch_size, n_in), np.float32)
-        self.rowmax = np.empty((batch_size, 1), np.float32)
-        self.offsets = np.arange(batch_size) * widths[-1]
-
-    def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
-        """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
-        n, bs, plan = len(order), self.bs, self.plan
-        pt_all = np.empty(n, np.float32)
-        pred_all = np.empty(n, np.int64)
-        lo, hi = np.float32(EPSILON), np.float32(1 - EPSILON)
-        steps = 0
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            k = len(idx)
-            xk = self.xb[:k]
-            np.take(x, idx, axis=0, out=xk)
-            yk = y[idx]
-            inputs = []  # the (dropped-out) input of each Dense layer
-            a = xk
-            for j, (d, (w, b, _, _)) in enumerate(zip(plan, self.layers, strict=True)):
-                if d.dropout:
-                    mask = self.masks[j][:k]
-                    keep = np.float32(1 - d.dropout)
-                    # keras: bernoulli(keep) mask, kept values divided by keep
-                    np.less(
-                        rng.random(mask.shape, dtype=np.float32), keep, out=mask, casting="unsafe"
-                    )
-                    mask /= keep
-                    dropped = (self.tmp[j - 1] if j else self.dropped_x)[:k]
-                    np.multiply(a, mask, out=dropped)
-                    a = dropped
-                inputs.append(a)
-                h = self.h[j][:k]
-                np.dot(a, w, out=h)
-                if b is not None:
-                    h += b
-                if j < len(plan) - 1:
-                    _act_forward(d.activation, h)
-                a = h
-            # softmax, in place
-            z = a
-            np.max(z, axis=1, keepdims=True, out=self.rowmax[:k])
-            z -= self.rowmax[:k]
-            np.exp(z, out=z)
-            np.sum(z, axis=1, keepdims=True, out=self.rowmax[:k])
-            z /= self.rowmax[:k]
-            flat = self.offsets[:k] + yk
-            pt = z.ravel().take(flat)
-            pt_all[start : start + k] = pt
-            pred_all[start : start + k] = z.argmax(1)
-            # d(mean CE)/d(logits) = (p - onehot) / k, zero where Keras' clip is active
-            g = z
-            g.ravel()[flat] -= 1
-            clipped = (pt <= lo) | (pt >= hi)
-            if clipped.any():
-                g[clipped] = 0
-            g *= np.float32(1.0 / k)
-            for j in range(len(plan) - 1, -1, -1):
-                w, b, gw, gb = self.layers[j]
-                np.dot(inputs[j].T, g, out=gw)
-                if gb is not None:
-                    np.sum(g, axis=0, out=gb)
-                if j == 0:
-                    break
-                gp = self.dh[j - 1][:k]
-                np.dot(g, w.T, out=gp)
-                _act_backward(plan[j - 1].activation, self.h[j - 1][:k], gp, self.tmp[j - 1][:k])
-                if plan[j].dropout:
-                    gp *= self.masks[j][:k]
-                g = gp
-            self._apply()
-            steps += 1
-        loss = -np.log(np.clip(pt_all, lo, hi)).astype(np.float64).sum()
-        correct = int((pred_all == y[order]).sum())
-        return float(loss), correct, steps
-
-    def _apply(self) -> None:
-        """Keras SGD: w -= lr*g; with momentum m = mom*m - lr*g, w += m (Nesterov: mom*m - lr*g)."""
-        g = self.g_flat
-        g *= self.lr
-        if self.m_flat is None:
-            self.w_flat -= g
-            return
-        m = self.m_flat
-        m *= self.mom
-        m -= g
-        if self.nesterov:
-            np.multiply(m, self.mom, out=self.tmp_flat)
-            self.tmp_flat -= g
-            self.w_flat += self.tmp_flat
-        else:
-            self.w_flat += m
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Softmax probabilities float32 ``(N, C)`` for float32 ``x`` ``(N, D)``."""
-        out = []
-        for start in range(0, len(x), _VAL_CHUNK):
-            a = x[start : start + _VAL_CHUNK]
-            for j, (d, (w, b, _, _)) in enumerate(zip(self.plan, self.layers, strict=True)):
-                a = a @ w
-                if b is not None:
-                    a += b
-                if j < len(self.plan) - 1:
-                    _act_forward(d.activation, a)
-            a -= a.max(1, keepdims=True)
-            np.exp(a, out=a)
-            a /= a.sum(1, keepdims=True)
-            out.append(a)
-        return np.concatenate(out)
-
-    def write_back(self, steps: int) -> None:
-        """Copy weights, momentums and the iteration count into the Keras variables."""
-        for v, w in zip(self.vars, self.w, strict=True):
-            v.assign(w)
-        if self.m_flat is not None:
-            off = 0
-            for m in self.optimizer.momentums:
-                m.assign(self.m_flat[off : off + math.prod(m.shape)].reshape(m.shape))
-                off += math.prod(m.shape)
-        self.optimizer.iterations.assign(self.optimizer.iterations + steps)
 
 
 # --------------------------------------------------------------------------- scan path
@@ -549,14 +353,14 @@ def fit_fast(
         )
     optimizer.build(model.trainable_variables)
     if _numpy_supported(plan, optimizer):
-        loop = _NumpyLoop(plan, optimizer, batch_size, n_in)
+        loop = NumpyLoop(plan, optimizer, batch_size, n_in, len(x), len(xv))
         # One BLAS thread: for 128-row matrices OpenBLAS' second thread costs more in hand-offs
         # than it saves, and when the cores are shared its spinning makes epochs 5-50x slower.
         # It also keeps the sums' order, hence the result, independent of OPENBLAS_NUM_THREADS.
         from threadpoolctl import ThreadpoolController
 
         controller = ThreadpoolController()
-        blas_limit = lambda: controller.limit(limits=1, user_api="blas")  # noqa: E731
+        blas_limit = lambda: controller.limit(limits=int(__import__("os").environ.get("MNISTLAB_BLAS", 1)), user_api="blas")  # noqa: E731
     else:
         loop = _ScanLoop(plan, optimizer, batch_size, n_in, x, y)
         blas_limit = contextlib.nullcontext
@@ -582,7 +386,7 @@ def fit_fast(
         cbl.on_epoch_begin(epoch)
         order = permutation(seed, epoch, len(x)) if shuffle else np.arange(len(x))
         with blas_limit():
-            if isinstance(loop, _NumpyLoop):
+            if isinstance(loop, NumpyLoop):
                 rng = np.random.default_rng([seed, epoch, 1])
                 loss_sum, correct, steps = loop.train_epoch(x, y, order, rng)
             else:

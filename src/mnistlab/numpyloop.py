@@ -1,0 +1,396 @@
+"""Plain SGD for a Flatten/Dense/Dropout MLP in float32 numpy: ``fit_fast``'s numpy path.
+
+Where the time goes, per step of the tutorial's 784-100-64-32-10 network at batch 128: the first
+layer's two matrix products (forward, and its kernel's gradient) are ~90 % of the arithmetic;
+everything else is a few dozen numpy calls on 128 x 100 or smaller arrays, costing their call
+overhead. So:
+
+* The two big products run on two OpenBLAS threads when the machine has two free cores; the rest
+  on one thread (a second thread only adds hand-offs there). Whether two threads are faster is
+  measured at the start of every epoch, since another process may hold the second core.
+* The thread count never changes the result. OpenBLAS with two threads sums the first layer's
+  784 inputs in two halves; the loop's own (canonical) product is defined as those two halves
+  summed, and at start-up a probe on random data checks, per matrix shape, that the two-thread call
+  reproduces it bit for bit; where it does not, the halves are computed explicitly.
+* Plain SGD updates the first kernel inside its gradient's product (``cblas_sgemm`` with beta 1):
+  writing 313 KB the other thread had just read cost more than the product saved.
+* The loss gradient is scaled by ``lr / batch`` before back-propagation, so the gradients come out
+  as the update itself.
+* The small operations use the cheapest numpy form measured (a bias gradient as ``ones @ g``,
+  1 us, not ``g.sum(0)``, 5 us; ReLU against a zeros array, 2 us, not the scalar 0, 6 us; the
+  softmax on the transposed logits, where numpy's reductions run along contiguous rows), and each
+  batch size has its own buffers, so no per-step slicing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+
+from mnistlab.blas import Threads, pinned
+
+EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
+_LO, _HI = np.float32(EPSILON), np.float32(1 - EPSILON)
+VAL_CHUNK = 4096
+_SPLIT_ABOVE = 512  # first-layer inputs summed in two halves above this many (OpenBLAS' blocking)
+_TIMED_STEPS = 8  # steps per thread setting when an epoch measures which one is faster
+FORCE_THREADS: int | None = None  # 1 or 2 to skip the measuring (tests: results must not change)
+
+
+def act_forward(name: str, z: np.ndarray, out: np.ndarray, zeros=0) -> None:
+    """``out = activation(z)``; ``out`` may be ``z``. ``zeros``: an array of zeros like ``z``
+    makes ReLU three times faster than the scalar."""
+    if name == "relu":
+        np.maximum(z, zeros, out=out)
+    elif name == "tanh":
+        np.tanh(z, out=out)
+    elif name == "sigmoid":  # 1 / (1 + exp(-z))
+        np.negative(z, out=out)
+        np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+    elif out is not z:  # linear
+        np.copyto(out, z)
+
+
+def act_backward(name: str, a: np.ndarray, g: np.ndarray, tmp: np.ndarray, b) -> None:
+    """Multiply ``g`` in place by the activation's derivative, given its output ``a``.
+    ``tmp``: float32 scratch like ``a``; ``b``: a struct with ``zeros`` and ``bools`` like it."""
+    if name == "relu":
+        np.greater(a, b.zeros, out=b.bools)
+        np.multiply(g, b.bools, out=g)
+    elif name == "tanh":
+        np.multiply(a, a, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        g *= tmp
+    elif name == "sigmoid":
+        np.subtract(1, a, out=tmp)
+        tmp *= a
+        g *= tmp
+
+
+def _split_point(n_in: int) -> int | None:
+    """Where the first layer's sum over inputs is cut in two, or None (one piece)."""
+    if n_in <= _SPLIT_ABOVE:
+        return None
+    return (n_in // 2 + 7) // 8 * 8
+
+
+class FirstLayer:
+    """The first Dense layer's two big products, bit-identical on one or two BLAS threads."""
+
+    def __init__(self, kernel: np.ndarray, threads: Threads, rows: set[int]):
+        self.w = kernel  # (n_in, n_out) view into the flat parameters
+        self.threads = threads
+        self.cut = _split_point(kernel.shape[0])
+        self.tmp = np.empty((max(rows | {VAL_CHUNK}), kernel.shape[1]), np.float32)
+        # row counts for which the two-thread call equals the canonical product
+        self.fast_forward: set[int] = set()
+        self.fast_gradient: set[int] = set()
+        self.fast_update: set[int] = set()
+        if threads.usable:
+            self._probe(rows)
+
+    def forward(self, a: np.ndarray, out: np.ndarray, two: bool) -> None:
+        """``out = a @ w``, summing the inputs in the canonical two halves."""
+        if two and len(a) in self.fast_forward:
+            self.threads.set(self.threads.most)
+            np.dot(a, self.w, out=out)
+            self.threads.set(1)
+        elif self.cut is None:
+            np.dot(a, self.w, out=out)
+        else:
+            c, tmp = self.cut, self.tmp[: len(a)]
+            np.dot(a[:, :c], self.w[:c], out=out)
+            np.dot(a[:, c:], self.w[c:], out=tmp)
+            out += tmp
+
+    def gradient(self, a: np.ndarray, g: np.ndarray, out: np.ndarray, two: bool) -> None:
+        """``out = a.T @ g`` (the kernel's gradient)."""
+        if two and len(a) in self.fast_gradient:
+            self.threads.set(self.threads.most)
+            np.dot(a.T, g, out=out)
+            self.threads.set(1)
+        else:
+            np.dot(a.T, g, out=out)
+
+    def update(self, a: np.ndarray, g: np.ndarray, two: bool) -> None:
+        """``w -= a.T @ g`` (plain SGD with ``g`` already times lr) in one BLAS call."""
+        if two and len(a) in self.fast_update:
+            self.threads.set(self.threads.most)
+            self.threads.sub_product(a, g, self.w)
+            self.threads.set(1)
+        else:
+            self.threads.sub_product(a, g, self.w)
+
+    def _probe(self, rows: set[int]) -> None:
+        rng = np.random.default_rng(0)
+        n_in, n_out = self.w.shape
+        w = rng.random((n_in, n_out), dtype=np.float32)
+        saved, self.w = self.w, w
+        try:
+            for m in sorted(rows | {VAL_CHUNK}):
+                a = rng.random((m, n_in), dtype=np.float32)
+                g = rng.standard_normal((m, n_out), dtype=np.float32)
+                one, two = np.empty((m, n_out), np.float32), np.empty((m, n_out), np.float32)
+                self.forward(a, one, two=False)
+                self.threads.set(self.threads.most)
+                np.dot(a, w, out=two)
+                gw_two = a.T @ g
+                self.threads.set(1)
+                if np.array_equal(one, two):
+                    self.fast_forward.add(m)
+                if np.array_equal(a.T @ g, gw_two):
+                    self.fast_gradient.add(m)
+                one, two = w.copy(), w.copy()
+                self.threads.sub_product(a, g, one)
+                self.threads.set(self.threads.most)
+                self.threads.sub_product(a, g, two)
+                self.threads.set(1)
+                if np.array_equal(one, two):
+                    self.fast_update.add(m)
+        finally:
+            self.w = saved
+            self.threads.set(1)
+
+
+class _Buffers:
+    """Scratch arrays for one batch size ``k`` (the full batch, and the last partial one)."""
+
+    def __init__(self, k: int, n_in: int, widths: list[int]):
+        f32 = np.float32
+        self.x = np.empty((k, n_in), f32)
+        self.dropped = [np.empty((k, w), f32) for w in [n_in, *widths[:-1]]]
+        self.masks = [np.empty((k, w), f32) for w in [n_in, *widths[:-1]]]
+        self.h = [np.empty((k, w), f32) for w in widths[:-1]]  # hidden outputs
+        self.dh = [np.empty((k, w), f32) for w in widths[:-1]]  # their gradients
+        self.tmp = [np.empty((k, w), f32) for w in widths[:-1]]
+        self.acts = [_Like(k, w) for w in widths[:-1]]
+        self.logits = np.empty((widths[-1], k), f32)  # transposed: classes x batch
+        self.colmax = np.empty(k, f32)
+        self.ones = np.ones(k, f32)
+
+
+class _Like:
+    """Zeros and a bool scratch of one shape (ReLU and its derivative)."""
+
+    def __init__(self, k: int, w: int):
+        self.zeros = np.zeros((k, w), np.float32)
+        self.bools = np.empty((k, w), bool)
+
+
+class NumpyLoop:
+    """SGD on float32 numpy with preallocated buffers; one instance per ``fit_fast`` call."""
+
+    def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, n_val: int):
+        import keras
+
+        self.plan, self.optimizer, self.bs = plan, optimizer, batch_size
+        self.vars = [v for d in plan for v in (d.kernel, d.bias) if v is not None]
+        sizes = [math.prod(v.shape) for v in self.vars]
+        # One flat buffer per kind: the update is one vector op whatever the depth.
+        self.w_flat = np.empty(sum(sizes), np.float32)
+        self.g_flat = np.empty(sum(sizes), np.float32)
+        self.w, self.b, self.gw, self.gb = [], [], [], []  # per Dense layer: views into the flats
+        off = 0
+        for d in plan:
+            for v, ws, gs in ((d.kernel, self.w, self.gw), (d.bias, self.b, self.gb)):
+                if v is None:
+                    ws.append(None)
+                    gs.append(None)
+                    continue
+                size = math.prod(v.shape)
+                ws.append(self.w_flat[off : off + size].reshape(v.shape))
+                gs.append(self.g_flat[off : off + size].reshape(v.shape))
+                ws[-1][...] = keras.ops.convert_to_numpy(v)
+                off += size
+        last = self.b[-1]
+        self.b_out = None if last is None else last.reshape(-1, 1)  # for transposed logits
+
+        self.lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        self.mom = np.float32(optimizer.momentum)
+        self.nesterov = bool(optimizer.nesterov)
+        self.m_flat = None
+        if optimizer.momentum:
+            self.m_flat = np.concatenate(
+                [keras.ops.convert_to_numpy(m).ravel() for m in optimizer.momentums]
+            ).astype(np.float32)
+            self.tmp_flat = np.empty_like(self.m_flat)
+
+        widths = [d.kernel.shape[1] for d in plan]
+        sizes = {batch_size, n_train % batch_size or batch_size}
+        self.bufs = {k: _Buffers(k, n_in, widths) for k in sizes}
+        self.threads = Threads()
+        rows = set(sizes)
+        if n_val:
+            rows |= {min(n_val, VAL_CHUNK), n_val % VAL_CHUNK or VAL_CHUNK}
+        self.first = FirstLayer(self.w[0], self.threads, rows)
+        tail = self.w[0].size  # the parameters after the first kernel
+        self.w_tail, self.g_tail = self.w_flat[tail:], self.g_flat[tail:]
+        self.two = self.threads.usable  # the thread setting the last epoch settled on
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
+        """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
+        n, bs = len(order), self.bs
+        n_classes = self.w[-1].shape[1]
+        self.pt = np.empty(n, np.float32)
+        self.pred = np.empty(n, np.intp)
+        y_ord = y[order]
+        self.onehot = np.ascontiguousarray(np.eye(n_classes, dtype=np.float32)[y_ord].T)
+        # index of each sample's true-class probability in its batch's (classes, k) logits
+        pos = np.arange(n)
+        k_of = np.where(pos >= (n - 1) // bs * bs, n - (n - 1) // bs * bs, bs)
+        self.flat = y_ord * k_of + pos % bs
+        starts = range(0, n, bs)
+        done = 0
+        if FORCE_THREADS is not None:
+            self.two = FORCE_THREADS > 1
+        elif self.threads.usable and len(starts) >= 4 * _TIMED_STEPS:
+            # Time a few steps with each setting (the last choice first), keep the faster.
+            took = {}
+            for two in (self.two, not self.two):
+                t0 = time.perf_counter()
+                self._steps(x, order, starts[done : done + _TIMED_STEPS], rng, two)
+                took[two] = time.perf_counter() - t0
+                done += _TIMED_STEPS
+            self.two = took[True] < took[False]
+        self._steps(x, order, starts[done:], rng, self.two)
+        loss = -np.log(np.clip(self.pt, _LO, _HI)).astype(np.float64).sum()
+        correct = int((self.pred == y_ord).sum())
+        return float(loss), correct, len(starts)
+
+    def _steps(self, x, order, starts, rng, two: bool) -> None:
+        two = two and self.threads.usable
+        with pinned() if two else contextlib.nullcontext():
+            for start in starts:
+                self._step(x, order, start, rng, two)
+
+    def _step(self, x, order, start: int, rng, two: bool) -> None:
+        plan, last = self.plan, len(self.plan) - 1
+        idx = order[start : start + self.bs]
+        k = len(idx)
+        buf = self.bufs[k]
+        np.take(x, idx, axis=0, out=buf.x, mode="clip")  # in range; "raise" buffers the copy
+        inputs = []  # each Dense layer's (dropped-out) input
+        a = buf.x
+        for j, d in enumerate(plan):
+            if d.dropout:
+                a = self._dropout(j, a, buf, rng)
+            inputs.append(a)
+            if j == last:
+                break
+            h = buf.h[j]
+            if j == 0:
+                self.first.forward(a, h, two)
+            else:
+                np.dot(a, self.w[j], out=h)
+            if self.b[j] is not None:
+                np.add(h, self.b[j], out=h)
+            act_forward(d.activation, h, h, buf.acts[j].zeros)
+            a = h
+        # logits, transposed (classes x batch): the softmax reduces along contiguous rows
+        z = buf.logits
+        np.dot(self.w[last].T, a.T, out=z)
+        if self.b_out is not None:
+            np.add(z, self.b_out, out=z)
+        self._softmax_grad(z, buf, start, k)
+        g = z.T  # (k, classes)
+        for j in range(last, -1, -1):
+            inp = inputs[j]
+            if self.b[j] is not None:
+                np.dot(buf.ones, g, out=self.gb[j])
+            if j == 0:
+                break
+            np.dot(inp.T, g, out=self.gw[j])
+            gp = buf.dh[j - 1]
+            np.dot(g, self.w[j].T, out=gp)
+            act_backward(plan[j - 1].activation, buf.h[j - 1], gp, buf.tmp[j - 1], buf.acts[j - 1])
+            if plan[j].dropout:
+                np.multiply(gp, buf.masks[j], out=gp)
+            g = gp
+        if self.m_flat is None:
+            # The first kernel is updated in the product itself; its gradient is never stored.
+            self.first.update(inputs[0], g, two)
+            np.subtract(self.w_tail, self.g_tail, out=self.w_tail)
+        else:
+            self.first.gradient(inputs[0], g, self.gw[0], two)
+            self._apply()
+
+    def _dropout(self, j: int, a: np.ndarray, buf: _Buffers, rng) -> np.ndarray:
+        """Keras' inverted dropout of layer ``j``'s input: a bernoulli(keep) mask / keep."""
+        keep = np.float32(1 - self.plan[j].dropout)
+        mask = buf.masks[j]
+        np.less(rng.random(mask.shape, dtype=np.float32), keep, out=mask, casting="unsafe")
+        mask /= keep
+        np.multiply(a, mask, out=buf.dropped[j])
+        return buf.dropped[j]
+
+    def _softmax_grad(self, z: np.ndarray, buf: _Buffers, start: int, k: int) -> None:
+        """Softmax of the transposed logits ``z`` (classes, k), record the step's losses and
+        predictions, then turn ``z`` into ``lr * d(mean loss)/d(logits) = lr * (p - onehot) / k``,
+        zero where Keras' clip (1e-7) is active."""
+        colmax = buf.colmax
+        np.max(z, axis=0, out=colmax)
+        np.subtract(z, colmax, out=z)
+        np.exp(z, out=z)
+        np.sum(z, axis=0, out=colmax)
+        np.divide(z, colmax, out=z)
+        pt = self.pt[start : start + k]
+        np.take(z.ravel(), self.flat[start : start + k], out=pt)
+        np.argmax(z, axis=0, out=self.pred[start : start + k])
+        np.subtract(z, self.onehot[:, start : start + k], out=z)
+        if pt.min() <= _LO or pt.max() >= _HI:
+            z[:, (pt <= _LO) | (pt >= _HI)] = 0
+        np.multiply(z, np.float32(self.lr / k), out=z)
+
+    def _apply(self) -> None:
+        """Keras SGD with momentum, the gradients already times lr: m = mom*m - g, w += m
+        (Nesterov: w += mom*m - g)."""
+        g, m = self.g_flat, self.m_flat
+        m *= self.mom
+        m -= g
+        if self.nesterov:
+            np.multiply(m, self.mom, out=self.tmp_flat)
+            self.tmp_flat -= g
+            self.w_flat += self.tmp_flat
+        else:
+            self.w_flat += m
+
+    # ------------------------------------------------------------------ evaluation
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities float32 ``(N, C)`` for float32 ``x`` ``(N, D)``."""
+        out = []
+        last = len(self.plan) - 1
+        two = self.two and self.threads.usable
+        for start in range(0, len(x), VAL_CHUNK):
+            chunk = x[start : start + VAL_CHUNK]
+            a = np.empty((len(chunk), self.w[0].shape[1]), np.float32)
+            self.first.forward(chunk, a, two)
+            for j, d in enumerate(self.plan):
+                if j:
+                    a = a @ self.w[j]
+                if self.b[j] is not None:
+                    a += self.b[j]
+                if j < last:
+                    act_forward(d.activation, a, a)
+            a -= a.max(1, keepdims=True)
+            np.exp(a, out=a)
+            a /= a.sum(1, keepdims=True)
+            out.append(a)
+        return np.concatenate(out)
+
+    def write_back(self, steps: int) -> None:
+        """Copy weights, momentums and the iteration count into the Keras variables."""
+        arrays = [a for pair in zip(self.w, self.b, strict=True) for a in pair if a is not None]
+        for v, a in zip(self.vars, arrays, strict=True):
+            v.assign(a)
+        if self.m_flat is not None:
+            off = 0
+            for m in self.optimizer.momentums:
+                m.assign(self.m_flat[off : off + math.prod(m.shape)].reshape(m.shape))
+                off += math.prod(m.shape)
+        self.optimizer.iterations.assign(self.optimizer.iterations + steps)

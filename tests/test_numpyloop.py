@@ -1,0 +1,113 @@
+"""The numpy SGD path's speed devices: none of them may change a single bit of the result."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from mnistlab import numpyloop
+from mnistlab.blas import Threads, available_cores, pinned
+from mnistlab.fastloop import fit_fast
+from mnistlab.numpyloop import FirstLayer
+
+
+@pytest.fixture(scope="module")
+def images():
+    """1,200 random 28x28 'images' with a learnable label: MNIST-sized, so the first layer has 784
+    inputs and OpenBLAS really uses its second thread."""
+    rng = np.random.default_rng(3)
+    x = rng.random((1200, 28, 28), dtype=np.float32)
+    y = (x[:, :14].mean((1, 2)) * 10 % 10).astype(np.int64)
+    return x[:1000], y[:1000], x[1000:], y[1000:]
+
+
+def tutorial_mlp(seed=2):
+    init = lambda i: keras.initializers.GlorotUniform(seed=seed * 10 + i)  # noqa: E731
+    return keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten()]
+        + [
+            keras.layers.Dense(w, activation=a, kernel_initializer=init(i))
+            for i, (w, a) in enumerate([(100, "relu"), (64, "relu"), (32, "relu"), (10, "softmax")])
+        ]
+    )
+
+
+def train(images, threads, momentum=0.0, epochs=2):
+    x, y, xv, yv = images
+    numpyloop.FORCE_THREADS = threads
+    try:
+        model = tutorial_mlp()
+        hist = fit_fast(
+            model, x, y, xv, yv, epochs=epochs, batch_size=96, seed=4,
+            optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
+        )
+    finally:
+        numpyloop.FORCE_THREADS = None
+    return model.get_weights(), hist
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_one_or_two_blas_threads_give_the_same_bits(images, momentum):
+    w1, h1 = train(images, 1, momentum)
+    w2, h2 = train(images, 2, momentum)
+    wm, hm = train(images, None, momentum)  # measured per epoch, may switch mid-run
+    assert h1 == h2 == hm
+    for a, b, c in zip(w1, w2, wm, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert h1["loss"][1] < h1["loss"][0]  # and it learns
+
+
+def test_the_probe_uses_two_threads_only_where_they_give_the_same_bits():
+    class SloppyThreads(Threads):
+        """A BLAS whose 'two-thread' products round differently, as another build might."""
+
+        def __init__(self):
+            super().__init__()
+            self.n, self.most = 1, 2
+
+        @property
+        def usable(self):
+            return True
+
+        def set(self, n):
+            self.n = n
+
+        def sub_product(self, a, b, c):
+            c -= a.T @ b + (self.n > 1) * np.float32(1e-3)
+
+    rng = np.random.default_rng(0)
+    kernel = rng.random((784, 100), dtype=np.float32)
+    layer = FirstLayer(kernel, SloppyThreads(), {128, 16})
+    assert layer.fast_update == set()
+    # numpy's own products do not go through the stub: whatever the real BLAS does, the
+    # forward pass must equal the canonical two-halves sum for every row count it accepts
+    a = rng.random((128, 784), dtype=np.float32)
+    out, ref = np.empty((128, 100), np.float32), np.empty((128, 100), np.float32)
+    layer.forward(a, out, two=True)
+    layer.forward(a, ref, two=False)
+    assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("k,m,n", [(128, 784, 100), (16, 784, 100), (7, 5, 3)])
+def test_sub_product_is_c_minus_a_transposed_b(k, m, n):
+    rng = np.random.default_rng(k)
+    a = rng.random((k, m), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    c = rng.random((m, n), dtype=np.float32)
+    expected = c - a.T @ b
+    Threads().sub_product(a, b, c)
+    assert np.array_equal(c, expected)
+    strided = rng.random((m, 2 * n), dtype=np.float32)[:, ::2]  # not contiguous: numpy fallback
+    expected = strided - a.T @ b
+    Threads().sub_product(a, b, strided)
+    assert np.array_equal(strided, expected)
+
+
+def test_pinned_gives_the_thread_its_cpu_mask_back():
+    before = os.sched_getaffinity(0)
+    with pinned():
+        inside = os.sched_getaffinity(0)
+    assert os.sched_getaffinity(0) == before
+    assert len(inside) == (1 if available_cores() > 1 else len(before))
+    assert inside <= before
