@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnistlab import numpyloop
-from mnistlab.blas import Threads, available_cores, pinned
+from mnistlab.blas import Threads, available_cores
 from mnistlab.fastloop import fit_fast
 from mnistlab.numpyloop import FirstLayer
 
@@ -106,7 +106,7 @@ def test_sub_product_is_c_minus_a_transposed_b(k, m, n):
 
 def test_pinned_gives_the_thread_its_cpu_mask_back():
     before = os.sched_getaffinity(0)
-    with pinned():
+    with Threads().pinned():
         inside = os.sched_getaffinity(0)
     assert os.sched_getaffinity(0) == before
     assert len(inside) == (1 if available_cores() > 1 else len(before))

@@ -22,30 +22,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-@contextlib.contextmanager
-def pinned():
-    """Keep the calling thread on the CPU it is on now, then give it back its CPU mask.
-
-    Measured on a 2-vCPU VM with OpenBLAS' second thread busy: left to the scheduler, epochs were
-    either 0.175 s or 0.245 s from one process start to the next; pinned, always ~0.178 s.
-    Threads started meanwhile inherit the pin, so keep the block to the training steps.
-    """
-    try:
-        mask = os.sched_getaffinity(0)
-        cpu = ctypes.CDLL(None).sched_getcpu()
-    except (AttributeError, OSError):  # not Linux/glibc
-        yield
-        return
-    if cpu < 0 or cpu not in mask or len(mask) < 2:
-        yield
-        return
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, mask)
-
-
 class Threads:
     """Switch numpy's OpenBLAS between one and ``most`` threads, and call its ``cblas_sgemm``.
 
@@ -56,7 +32,7 @@ class Threads:
 
     def __init__(self, most: int = 2):
         self.most = min(most, available_cores())
-        self._set = self._sgemm = None
+        self._set = self._sgemm = self._affinity = None
         import numpy as np
         from threadpoolctl import ThreadpoolController
 
@@ -69,6 +45,7 @@ class Threads:
             if path.parent.parent != numpy_dir.parent or "numpy" not in path.parent.name:
                 continue
             self._set = _symbol(lib.dynlib, "openblas_set_num_threads")
+            self._affinity = _symbol(lib.dynlib, "openblas_setaffinity")
             sgemm = _symbol(lib.dynlib, "cblas_sgemm")
             if sgemm is not None:
                 index = ctypes.c_int64 if sgemm.__name__.endswith("64_") else ctypes.c_int
@@ -85,6 +62,48 @@ class Threads:
     def set(self, n: int) -> None:
         if self._set is not None:
             self._set(n)
+
+    @contextlib.contextmanager
+    def pinned(self):
+        """Keep the calling thread on the CPU it is on now and OpenBLAS' worker on another one;
+        give both their CPU masks back afterwards.
+
+        Measured on a 2-vCPU VM: left to the scheduler, two-thread epochs took 0.175 s or 0.245 s
+        from one process start to the next (0.14-0.22 s inside ``mnistlab train``). Threads
+        started meanwhile inherit the calling thread's pin, so keep the block to training steps.
+        """
+        try:
+            mask = os.sched_getaffinity(0)
+            cpu = ctypes.CDLL(None).sched_getcpu()
+        except (AttributeError, OSError):  # not Linux/glibc
+            yield
+            return
+        others = sorted(mask - {cpu})
+        if cpu not in mask or not others or not self.usable:
+            yield
+            return
+        os.sched_setaffinity(0, {cpu})
+        pinned_worker = self._pin_worker({others[0]})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, mask)
+            if pinned_worker:
+                self._pin_worker(mask)
+
+    def _pin_worker(self, cpus: set[int]) -> bool:
+        """Set the CPU mask of OpenBLAS' first worker thread (index 0 with two threads)."""
+        if self._affinity is None:
+            return False
+        bits = (ctypes.c_uint64 * 16)()  # a glibc cpu_set_t: 1,024 bits
+        for c in cpus:
+            if c < 1024:
+                bits[c // 64] |= 1 << (c % 64)
+        self.set(2)  # the worker index must be below the active thread count
+        try:
+            return self._affinity(0, ctypes.sizeof(bits), bits) == 0
+        finally:
+            self.set(1)
 
     def sub_product(self, a, b, c) -> None:
         """``c -= a.T @ b`` in one BLAS call (beta = 1); C-contiguous float32 ``a (k, m)``,

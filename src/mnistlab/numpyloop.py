@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from mnistlab.blas import Threads, pinned
+from mnistlab.blas import Threads
 
 EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
 _LO, _HI = np.float32(EPSILON), np.float32(1 - EPSILON)
@@ -265,7 +265,7 @@ class NumpyLoop:
 
     def _steps(self, x, order, starts, rng, two: bool) -> None:
         two = two and self.threads.usable
-        with pinned() if two else contextlib.nullcontext():
+        with self.threads.pinned() if two else contextlib.nullcontext():
             for start in starts:
                 self._step(x, order, start, rng, two)
 
@@ -394,3 +394,4 @@ class NumpyLoop:
                 m.assign(self.m_flat[off : off + math.prod(m.shape)].reshape(m.shape))
                 off += math.prod(m.shape)
         self.optimizer.iterations.assign(self.optimizer.iterations + steps)
+
