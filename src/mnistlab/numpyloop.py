@@ -82,17 +82,20 @@ def _split_point(n_in: int) -> int | None:
 class FirstLayer:
     """The first Dense layer's two big products, bit-identical on one or two BLAS threads."""
 
-    def __init__(self, kernel: np.ndarray, threads: Threads, rows: set[int]):
+    def __init__(self, kernel, threads: Threads, train_rows: set[int], val_rows=frozenset()):
+        """``kernel``: the (n_in, n_out) view into the flat parameters; ``train_rows``: the batch
+        sizes trained on; ``val_rows``: row counts only predicted (forward pass)."""
         self.w = kernel  # (n_in, n_out) view into the flat parameters
         self.threads = threads
         self.cut = _split_point(kernel.shape[0])
-        self.tmp = np.empty((max(rows | {VAL_CHUNK}), kernel.shape[1]), np.float32)
+        rows = set(train_rows) | set(val_rows)
+        self.tmp = np.empty((max(rows), kernel.shape[1]), np.float32)
         # row counts for which the two-thread call equals the canonical product
         self.fast_forward: set[int] = set()
         self.fast_gradient: set[int] = set()
         self.fast_update: set[int] = set()
         if threads.usable:
-            self._probe(rows)
+            self._probe(rows, set(train_rows))
 
     def forward(self, a: np.ndarray, out: np.ndarray, two: bool) -> None:
         """``out = a @ w``, summing the inputs in the canonical two halves."""
@@ -126,23 +129,28 @@ class FirstLayer:
         else:
             self.threads.sub_product(a, g, self.w)
 
-    def _probe(self, rows: set[int]) -> None:
+    def _probe(self, rows: set[int], train_rows: set[int]) -> None:
         rng = np.random.default_rng(0)
         n_in, n_out = self.w.shape
         w = rng.random((n_in, n_out), dtype=np.float32)
+        big_a = rng.random((max(rows), n_in), dtype=np.float32)
+        big_g = rng.standard_normal((max(rows), n_out), dtype=np.float32)
         saved, self.w = self.w, w
         try:
-            for m in sorted(rows | {VAL_CHUNK}):
-                a = rng.random((m, n_in), dtype=np.float32)
-                g = rng.standard_normal((m, n_out), dtype=np.float32)
+            for m in sorted(rows):
+                a, g = big_a[:m], big_g[:m]
                 one, two = np.empty((m, n_out), np.float32), np.empty((m, n_out), np.float32)
                 self.forward(a, one, two=False)
                 self.threads.set(self.threads.most)
                 np.dot(a, w, out=two)
-                gw_two = a.T @ g
                 self.threads.set(1)
                 if np.array_equal(one, two):
                     self.fast_forward.add(m)
+                if m not in train_rows:  # validation only runs forward
+                    continue
+                self.threads.set(self.threads.most)
+                gw_two = a.T @ g
+                self.threads.set(1)
                 if np.array_equal(a.T @ g, gw_two):
                     self.fast_gradient.add(m)
                 one, two = w.copy(), w.copy()
@@ -224,10 +232,8 @@ class NumpyLoop:
         sizes = {batch_size, n_train % batch_size or batch_size}
         self.bufs = {k: _Buffers(k, n_in, widths) for k in sizes}
         self.threads = Threads()
-        rows = set(sizes)
-        if n_val:
-            rows |= {min(n_val, VAL_CHUNK), n_val % VAL_CHUNK or VAL_CHUNK}
-        self.first = FirstLayer(self.w[0], self.threads, rows)
+        val_rows = {min(n_val, VAL_CHUNK), n_val % VAL_CHUNK or VAL_CHUNK} if n_val else set()
+        self.first = FirstLayer(self.w[0], self.threads, sizes, val_rows)
         tail = self.w[0].size  # the parameters after the first kernel
         self.w_tail, self.g_tail = self.w_flat[tail:], self.g_flat[tail:]
         self.two = self.threads.usable  # the thread setting the last epoch settled on
