@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# JAX's compilation cache, shared by this session's processes but not with the user's own.
+os.environ.setdefault("MNISTLAB_JAX_CACHE", tempfile.mkdtemp(prefix="mnistlab-test-jax-"))
 
 
 @pytest.fixture(scope="session")

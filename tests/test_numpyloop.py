@@ -111,3 +111,25 @@ def test_pinned_gives_the_thread_its_cpu_mask_back():
     assert os.sched_getaffinity(0) == before
     assert len(inside) == (1 if available_cores() > 1 else len(before))
     assert inside <= before
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer):
+    """fit_fast scales uint8 batches itself; the weights must not differ by one bit."""
+    from mnistlab.model import to_input
+
+    rng = np.random.default_rng(5)
+    x8 = rng.integers(0, 256, (700, 28, 28), dtype=np.uint8)
+    y = (x8[:, :, :14].mean((1, 2)) > 127.5).astype(np.int64) + 2 * (x8[:, 0, 0] > 127)
+    make = {"sgd": lambda: keras.optimizers.SGD(0.05), "adam": lambda: keras.optimizers.Adam()}
+    runs = []
+    for x in (x8, to_input(x8)):
+        model = tutorial_mlp()
+        hist = fit_fast(
+            model, x[:500], y[:500], x[500:], y[500:], epochs=2, batch_size=64, seed=1,
+            optimizer=make[optimizer](),
+        )
+        runs.append((model.get_weights(), hist))
+    (w8, h8), (wf, hf) = runs
+    assert h8 == hf
+    assert all(np.array_equal(a, b) for a, b in zip(w8, wf, strict=True))

@@ -93,15 +93,18 @@ def summary_text(model) -> str:
     return "\n".join(lines)
 
 
-def to_input(images):
+def to_input(images, out=None):
     """Scale uint8 images 0-255 to the model's float32 input in [0, 1].
+
+    The one conversion every path uses (the fast loop applies it per batch to uint8 data).
 
     Args:
         images: uint8 array ``(N, H, W)`` (or anything castable), values 0-255.
+        out: optional float32 array of the same shape to write into.
 
     Returns:
         float32 array of the same shape, values in [0, 1].
     """
     import numpy as np
 
-    return np.asarray(images, dtype=np.float32) * np.float32(1.0 / 255.0)
+    return np.multiply(images, np.float32(1.0 / 255.0), out=out, dtype=np.float32)

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from mnistlab.blas import Threads
+from mnistlab.model import to_input
 
 EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
 _LO, _HI = np.float32(EPSILON), np.float32(1 - EPSILON)
@@ -171,6 +172,7 @@ class _Buffers:
     def __init__(self, k: int, n_in: int, widths: list[int]):
         f32 = np.float32
         self.x = np.empty((k, n_in), f32)
+        self.raw = np.empty((k, n_in), np.uint8)
         self.dropped = [np.empty((k, w), f32) for w in [n_in, *widths[:-1]]]
         self.masks = [np.empty((k, w), f32) for w in [n_in, *widths[:-1]]]
         self.h = [np.empty((k, w), f32) for w in widths[:-1]]  # hidden outputs
@@ -280,7 +282,11 @@ class NumpyLoop:
         idx = order[start : start + self.bs]
         k = len(idx)
         buf = self.bufs[k]
-        np.take(x, idx, axis=0, out=buf.x, mode="clip")  # in range; "raise" buffers the copy
+        if x.dtype == np.uint8:  # pixels: gather a quarter of the bytes, then scale
+            np.take(x, idx, axis=0, out=buf.raw, mode="clip")
+            to_input(buf.raw, out=buf.x)
+        else:  # mode "clip": the indices are in range, and "raise" buffers the copy
+            np.take(x, idx, axis=0, out=buf.x, mode="clip")
         inputs = []  # each Dense layer's (dropped-out) input
         a = buf.x
         for j, d in enumerate(plan):
@@ -368,12 +374,15 @@ class NumpyLoop:
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Softmax probabilities float32 ``(N, C)`` for float32 ``x`` ``(N, D)``."""
+        """Softmax probabilities float32 ``(N, C)`` for rows ``x`` ``(N, D)``, float32 or uint8."""
         out = []
         last = len(self.plan) - 1
         two = self.two and self.threads.usable
+        scaled = np.empty((min(len(x), VAL_CHUNK), x.shape[1]), np.float32)
         for start in range(0, len(x), VAL_CHUNK):
             chunk = x[start : start + VAL_CHUNK]
+            if chunk.dtype == np.uint8:
+                chunk = to_input(chunk, out=scaled[: len(chunk)])
             a = np.empty((len(chunk), self.w[0].shape[1]), np.float32)
             self.first.forward(chunk, a, two)
             for j, d in enumerate(self.plan):
