@@ -4,11 +4,12 @@
 that dwarfs the arithmetic of a 784-100-64-32-10 network. ``fit_fast`` trains the same model with
 the same semantics on one of two paths:
 
-* **numpy** — the forward and backward pass written out with float32 numpy and OpenBLAS sgemm into
-  preallocated buffers, the SGD update done in place. Used for ``keras.optimizers.SGD`` (with or
-  without momentum / Nesterov) when no gradient clipping, weight decay, EMA, gradient accumulation,
-  loss scaling or learning-rate schedule is set, and the hidden activations are relu, tanh,
-  sigmoid or linear. Works on any Keras backend.
+* **numpy** (``mnistlab.numpyloop``) — the forward and backward pass written out with float32
+  numpy and OpenBLAS sgemm into preallocated buffers, the first layer's two big products on two
+  BLAS threads (bit-identical to one), the SGD update done in place. Used for
+  ``keras.optimizers.SGD`` (with or without momentum / Nesterov) when no gradient clipping, weight
+  decay, EMA, gradient accumulation, loss scaling or learning-rate schedule is set, and the hidden
+  activations are relu, tanh, sigmoid or linear. Works on any Keras backend.
 * **scan** — the whole epoch as one jitted ``jax.lax.scan``: a hand-written forward pass,
   ``jax.grad`` and the optimizer's own ``stateless_apply``, so every Keras optimizer and every
   hyper-parameter works. Needs the JAX backend.
@@ -365,13 +366,13 @@ def fit_fast(
     optimizer.build(model.trainable_variables)
     if _numpy_supported(plan, optimizer):
         loop = NumpyLoop(plan, optimizer, batch_size, n_in, len(x), len(xv))
-        # One BLAS thread: for 128-row matrices OpenBLAS' second thread costs more in hand-offs
-        # than it saves, and when the cores are shared its spinning makes epochs 5-50x slower.
-        # It also keeps the sums' order, hence the result, independent of OPENBLAS_NUM_THREADS.
+        # One BLAS thread by default: for the small products OpenBLAS' second thread costs more
+        # in hand-offs than it saves. The loop raises numpy's to two for the first layer's big
+        # products itself (numpyloop.FirstLayer), where that is proven not to change the result.
         from threadpoolctl import ThreadpoolController
 
         controller = ThreadpoolController()
-        blas_limit = lambda: controller.limit(limits=int(__import__("os").environ.get("MNISTLAB_BLAS", 1)), user_api="blas")  # noqa: E731
+        blas_limit = lambda: controller.limit(limits=1, user_api="blas")  # noqa: E731
     else:
         loop = _ScanLoop(plan, optimizer, batch_size, n_in, _floats(x), y)
         xv = _floats(xv)
