@@ -97,8 +97,8 @@ def main():
         times = {name: [] for name in versions}
         accs = {name: [] for name in versions}
         for r in range(args.rounds):
-            for name, src in versions.items():
-                res = run(src, args.epochs, tmp / f"{r}-{len(times[name])}.npz")
+            for i, (name, src) in enumerate(versions.items()):
+                res = run(src, args.epochs, tmp / f"{r}-{i}.npz")
                 times[name] += res["epochs"][1:]
                 accs[name].append(res["test_accuracy"])
                 shown = " ".join(f"{t:.3f}" for t in res["epochs"][1:])

@@ -31,7 +31,7 @@ epochs after warm-up, training only; validation 141 batches listed separately):
   the rest is numpy call overhead (~60 small ops per step). fit_fast uses (d) for SGD and (c)
   with optimizer.stateless_apply for every other optimizer.
   Later (2026-11-29, mnistlab.numpyloop): the two big products on two pinned OpenBLAS threads,
-  bit-identical to one, and cheaper small ops: 0.277 -> 0.183 s/epoch side by side
+  bit-identical to one, and cheaper small ops: 0.284 -> 0.189 s/epoch side by side
   (bench/fastloop_compare.py), ~0.20 s inside `mnistlab train` (bench/performance.py).
 """
 

@@ -109,7 +109,7 @@ def test_pinned_gives_the_thread_its_cpu_mask_back():
     with Threads().pinned():
         inside = os.sched_getaffinity(0)
     assert os.sched_getaffinity(0) == before
-    assert len(inside) == (1 if available_cores() > 1 else len(before))
+    assert len(inside) == (1 if Threads().usable else len(before))
     assert inside <= before
 
 
@@ -133,3 +133,20 @@ def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer):
     (w8, h8), (wf, hf) = runs
     assert h8 == hf
     assert all(np.array_equal(a, b) for a, b in zip(w8, wf, strict=True))
+
+
+def test_a_blas_limit_already_in_force_is_respected_and_kept(images):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = counts()
+    train(images, None, epochs=1)
+    assert counts() == before  # fit_fast gives the caller's thread counts back
+    with threadpool_limits(1, user_api="blas"):
+        assert not Threads().usable
+        train(images, None, epochs=1)
+        assert counts() == [1] * len(before)
+    if available_cores() > 1:
+        assert Threads().usable  # numpy's OpenBLAS, pthreads build, on this machine

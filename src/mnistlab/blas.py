@@ -44,8 +44,12 @@ class Threads:
             path = Path(lib.filepath).resolve()
             if path.parent.parent != numpy_dir.parent or "numpy" not in path.parent.name:
                 continue
+            # A limit already in force (OPENBLAS_NUM_THREADS=1, threadpool_limits) is the user's
+            # choice: the thread count changes only the speed, so respect it.
+            self.most = min(self.most, lib.get_num_threads() or 1)
             self._set = _symbol(lib.dynlib, "openblas_set_num_threads")
             self._affinity = _symbol(lib.dynlib, "openblas_setaffinity")
+            self._get = lib.get_num_threads
             sgemm = _symbol(lib.dynlib, "cblas_sgemm")
             if sgemm is not None:
                 index = ctypes.c_int64 if sgemm.__name__.endswith("64_") else ctypes.c_int
@@ -99,11 +103,12 @@ class Threads:
         for c in cpus:
             if c < 1024:
                 bits[c // 64] |= 1 << (c % 64)
+        before = self._get()
         self.set(2)  # the worker index must be below the active thread count
         try:
             return self._affinity(0, ctypes.sizeof(bits), bits) == 0
         finally:
-            self.set(1)
+            self.set(before)
 
     def sub_product(self, a, b, c) -> None:
         """``c -= a.T @ b`` in one BLAS call (beta = 1); C-contiguous float32 ``a (k, m)``,

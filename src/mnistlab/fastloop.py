@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnistlab.blas import Threads
 from mnistlab.errors import ModelError, TrainingError
 from mnistlab.numpyloop import EPSILON, NumpyLoop
 
@@ -365,14 +366,17 @@ def fit_fast(
         )
     optimizer.build(model.trainable_variables)
     if _numpy_supported(plan, optimizer):
-        loop = NumpyLoop(plan, optimizer, batch_size, n_in, len(x), len(xv))
         # One BLAS thread by default: for the small products OpenBLAS' second thread costs more
         # in hand-offs than it saves. The loop raises numpy's to two for the first layer's big
-        # products itself (numpyloop.FirstLayer), where that is proven not to change the result.
+        # products itself (numpyloop.FirstLayer), where that is proven not to change the result,
+        # unless the caller had limited BLAS to one thread (read before our own limit).
         from threadpoolctl import ThreadpoolController
 
+        threads = Threads()
         controller = ThreadpoolController()
         blas_limit = lambda: controller.limit(limits=1, user_api="blas")  # noqa: E731
+        with blas_limit():  # the start-up probe too: the caller's count comes back afterwards
+            loop = NumpyLoop(plan, optimizer, batch_size, n_in, len(x), len(xv), threads)
     else:
         loop = _ScanLoop(plan, optimizer, batch_size, n_in, _floats(x), y)
         xv = _floats(xv)

@@ -195,7 +195,9 @@ class _Like:
 class NumpyLoop:
     """SGD on float32 numpy with preallocated buffers; one instance per ``fit_fast`` call."""
 
-    def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, n_val: int):
+    def __init__(
+        self, plan, optimizer, batch_size: int, n_in: int, n_train: int, n_val: int, threads=None
+    ):
         import keras
 
         self.plan, self.optimizer, self.bs = plan, optimizer, batch_size
@@ -233,7 +235,7 @@ class NumpyLoop:
         widths = [d.kernel.shape[1] for d in plan]
         sizes = {batch_size, n_train % batch_size or batch_size}
         self.bufs = {k: _Buffers(k, n_in, widths) for k in sizes}
-        self.threads = Threads()
+        self.threads = threads or Threads()
         val_rows = {min(n_val, VAL_CHUNK), n_val % VAL_CHUNK or VAL_CHUNK} if n_val else set()
         self.first = FirstLayer(self.w[0], self.threads, sizes, val_rows)
         tail = self.w[0].size  # the parameters after the first kernel
