@@ -57,12 +57,12 @@ def act_forward(name: str, z: np.ndarray, out: np.ndarray, zeros=0) -> None:
         np.copyto(out, z)
 
 
-def act_backward(name: str, a: np.ndarray, g: np.ndarray, tmp: np.ndarray, b) -> None:
+def act_backward(name: str, a: np.ndarray, g: np.ndarray, tmp: np.ndarray, like) -> None:
     """Multiply ``g`` in place by the activation's derivative, given its output ``a``.
-    ``tmp``: float32 scratch like ``a``; ``b``: a struct with ``zeros`` and ``bools`` like it."""
+    ``tmp``: float32 scratch like ``a``; ``like``: its ``zeros`` and ``bools`` (a ``_Like``)."""
     if name == "relu":
-        np.greater(a, b.zeros, out=b.bools)
-        np.multiply(g, b.bools, out=g)
+        np.greater(a, like.zeros, out=like.bools)
+        np.multiply(g, like.bools, out=g)
     elif name == "tanh":
         np.multiply(a, a, out=tmp)
         np.subtract(1, tmp, out=tmp)
@@ -81,7 +81,11 @@ def _split_point(n_in: int) -> int | None:
 
 
 class FirstLayer:
-    """The first Dense layer's two big products, bit-identical on one or two BLAS threads."""
+    """The first Dense layer's two big products, bit-identical on one or two BLAS threads.
+
+    Used inside a one-thread BLAS limit (``fit_fast`` sets it): after a two-thread call it goes
+    back to one thread.
+    """
 
     def __init__(self, kernel, threads: Threads, train_rows: set[int], val_rows=frozenset()):
         """``kernel``: the (n_in, n_out) view into the flat parameters; ``train_rows``: the batch
