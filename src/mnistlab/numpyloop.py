@@ -225,6 +225,7 @@ class NumpyLoop:
                 off += size
         last = self.b[-1]
         self.b_out = None if last is None else last.reshape(-1, 1)  # for transposed logits
+        self._zeros = [np.zeros(d.kernel.shape[1], np.float32) for d in plan]  # ReLU, by row
 
         self.lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         self.mom = np.float32(optimizer.momentum)
@@ -380,10 +381,14 @@ class NumpyLoop:
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Softmax probabilities float32 ``(N, C)`` for rows ``x`` ``(N, D)``, float32 or uint8."""
-        out = []
+        """Softmax probabilities float32 ``(N, C)`` for rows ``x`` ``(N, D)``, float32 or uint8.
+
+        The result is the transpose of a C-contiguous ``(C, N)`` array: the softmax runs on the
+        transposed logits, where numpy reduces along long contiguous rows.
+        """
         last = len(self.plan) - 1
         two = self.two and self.threads.usable
+        out = np.empty((self.w[last].shape[1], len(x)), np.float32)
         scaled = np.empty((min(len(x), VAL_CHUNK), x.shape[1]), np.float32)
         for start in range(0, len(x), VAL_CHUNK):
             chunk = x[start : start + VAL_CHUNK]
@@ -391,18 +396,20 @@ class NumpyLoop:
                 chunk = to_input(chunk, out=scaled[: len(chunk)])
             a = np.empty((len(chunk), self.w[0].shape[1]), np.float32)
             self.first.forward(chunk, a, two)
-            for j, d in enumerate(self.plan):
+            for j, d in enumerate(self.plan[:-1]):
                 if j:
                     a = a @ self.w[j]
                 if self.b[j] is not None:
                     a += self.b[j]
-                if j < last:
-                    act_forward(d.activation, a, a)
-            a -= a.max(1, keepdims=True)
-            np.exp(a, out=a)
-            a /= a.sum(1, keepdims=True)
-            out.append(a)
-        return np.concatenate(out)
+                act_forward(d.activation, a, a, self._zeros[j])
+            z = out[:, start : start + len(chunk)]
+            z[...] = self.w[last].T @ a.T
+            if self.b_out is not None:
+                z += self.b_out
+        out -= out.max(axis=0)
+        np.exp(out, out=out)
+        out /= out.sum(axis=0)
+        return out.T
 
     def write_back(self, steps: int) -> None:
         """Copy weights, momentums and the iteration count into the Keras variables."""
