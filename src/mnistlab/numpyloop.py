@@ -252,14 +252,20 @@ class NumpyLoop:
         """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
         n, bs = len(order), self.bs
         n_classes = self.w[-1].shape[1]
-        self.pt = np.empty(n, np.float32)
-        self.pred = np.empty(n, np.intp)
+        if getattr(self, "pt", np.empty(0)).shape != (n,):  # per-epoch arrays, made once
+            self.pt = np.empty(n, np.float32)
+            self.pred = np.empty(n, np.intp)
+            self.onehot = np.empty((n_classes, n), np.float32)
+            self.flat = np.empty(n, np.intp)
+            pos = np.arange(n)
+            self.k_of = np.where(pos >= (n - 1) // bs * bs, n - (n - 1) // bs * bs, bs)
+            self.col = pos % bs
         y_ord = y[order]
-        self.onehot = np.ascontiguousarray(np.eye(n_classes, dtype=np.float32)[y_ord].T)
+        self.onehot.fill(0)
+        self.onehot[y_ord, np.arange(n)] = 1
         # index of each sample's true-class probability in its batch's (classes, k) logits
-        pos = np.arange(n)
-        k_of = np.where(pos >= (n - 1) // bs * bs, n - (n - 1) // bs * bs, bs)
-        self.flat = y_ord * k_of + pos % bs
+        np.multiply(y_ord, self.k_of, out=self.flat)
+        self.flat += self.col
         starts = range(0, n, bs)
         done = 0
         if FORCE_THREADS is not None:
@@ -389,11 +395,10 @@ class NumpyLoop:
         last = len(self.plan) - 1
         two = self.two and self.threads.usable
         out = np.empty((self.w[last].shape[1], len(x)), np.float32)
-        scaled = np.empty((min(len(x), VAL_CHUNK), x.shape[1]), np.float32)
         for start in range(0, len(x), VAL_CHUNK):
             chunk = x[start : start + VAL_CHUNK]
             if chunk.dtype == np.uint8:
-                chunk = to_input(chunk, out=scaled[: len(chunk)])
+                chunk = to_input(chunk)
             a = np.empty((len(chunk), self.w[0].shape[1]), np.float32)
             self.first.forward(chunk, a, two)
             for j, d in enumerate(self.plan[:-1]):
