@@ -150,3 +150,31 @@ def test_a_blas_limit_already_in_force_is_respected_and_kept(images):
         assert counts() == [1] * len(before)
     if available_cores() > 1:
         assert Threads().usable  # numpy's OpenBLAS, pthreads build, on this machine
+
+
+def test_thread_setting_follows_whole_epoch_rates_and_looks_again_later():
+    from mnistlab.fastloop import _plan
+    from mnistlab.numpyloop import NumpyLoop
+
+    model = tutorial_mlp()
+    opt = keras.optimizers.SGD(0.01)
+    opt.build(model.trainable_variables)
+    loop = NumpyLoop(_plan(model), opt, 32, 784, 100, 0)
+    if not loop.threads.usable:
+        pytest.skip("one core or no pthreads OpenBLAS: nothing to choose")
+    picks = []
+
+    def epoch(one_thread_rate, two_thread_rate):
+        two = loop._choose()
+        loop._record(two, two_thread_rate if two else one_thread_rate)
+        picks.append(two)
+
+    for _ in range(12):  # a busy machine: one thread is faster
+        epoch(1.0, 1.5)
+    assert picks[:2] == [True, False]  # each setting once, two threads first
+    assert picks[2:10] == [False] * 8 and picks[10] is True  # tried again after 8 epochs
+    assert picks[11] is False
+    picks.clear()
+    for _ in range(20):  # the machine frees up: two threads win from the next try on
+        epoch(1.0, 0.6)
+    assert picks[-1] is True and picks[-5:] == [True] * 5

@@ -7,7 +7,9 @@ overhead. So:
 
 * The two big products run on two OpenBLAS threads when the machine has two free cores; the rest
   on one thread (a second thread only adds hand-offs there). Whether two threads are faster is
-  measured at the start of every epoch, since another process may hold the second core.
+  measured on whole epochs (each setting once, then the other again after 8, 16, 32... epochs),
+  since another process may hold the second core: with one busy process beside it, two threads
+  made epochs 1.5x slower than one.
 * The thread count never changes the result. OpenBLAS with two threads sums the first layer's
   784 inputs in two halves; the loop's own (canonical) product is defined as those two halves
   summed, and at start-up a probe on random data checks, per matrix shape, that the two-thread call
@@ -37,7 +39,6 @@ EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
 _LO, _HI = np.float32(EPSILON), np.float32(1 - EPSILON)
 VAL_CHUNK = 4096
 _SPLIT_ABOVE = 512  # first-layer inputs summed in two halves above this many (OpenBLAS' blocking)
-_TIMED_STEPS = 8  # steps per thread setting when an epoch measures which one is faster
 FORCE_THREADS: int | None = None  # 1 or 2 to skip the measuring (tests: results must not change)
 
 
@@ -246,6 +247,8 @@ class NumpyLoop:
         tail = self.w[0].size  # the parameters after the first kernel
         self.w_tail, self.g_tail = self.w_flat[tail:], self.g_flat[tail:]
         self.two = self.threads.usable  # the thread setting the last epoch settled on
+        self._rate: dict[bool, float | None] = {True: None, False: None}  # s/step, last epoch
+        self._since, self._period = 0, 8  # epochs since the other setting was last tried
 
     # ------------------------------------------------------------------ training
     def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
@@ -267,22 +270,45 @@ class NumpyLoop:
         np.multiply(y_ord, self.k_of, out=self.flat)
         self.flat += self.col
         starts = range(0, n, bs)
-        done = 0
         if FORCE_THREADS is not None:
             self.two = FORCE_THREADS > 1
-        elif self.threads.usable and len(starts) >= 4 * _TIMED_STEPS:
-            # Time a few steps with each setting (the last choice first), keep the faster.
-            took = {}
-            for two in (self.two, not self.two):
-                t0 = time.perf_counter()
-                self._steps(x, order, starts[done : done + _TIMED_STEPS], rng, two)
-                took[two] = time.perf_counter() - t0
-                done += _TIMED_STEPS
-            self.two = took[True] < took[False]
-        self._steps(x, order, starts[done:], rng, self.two)
+        elif self.threads.usable:
+            self.two = self._choose()
+        t0 = time.perf_counter()
+        self._steps(x, order, starts, rng, self.two)
+        self._record(self.two, (time.perf_counter() - t0) / len(starts))
         loss = -np.log(np.clip(self.pt, _LO, _HI)).astype(np.float64).sum()
         correct = int((self.pred == y_ord).sum())
         return float(loss), correct, len(starts)
+
+    def _choose(self) -> bool:
+        """Two BLAS threads this epoch? The faster setting by the last whole epoch run with each,
+        trying the other one again after 8, 16, 32... epochs while the choice holds.
+
+        Whole epochs, not a few steps: with another busy process, the scheduler shares the cores
+        fairly only over tens of milliseconds, and OpenBLAS' worker keeps spinning for a while
+        after its last product, so short trials favoured two threads that then made the epoch
+        1.5x slower.
+        """
+        for two in (True, False):  # each setting once first, two threads first
+            if self._rate[two] is None:
+                return two
+        best = self._rate[True] <= self._rate[False]
+        self._since += 1
+        if self._since > self._period:
+            self._since = 0
+            self._period *= 2
+            return not best
+        return best
+
+    def _record(self, two: bool, per_step: float) -> None:
+        if self._rate[two] is not None and self._rate[not two] is not None:
+            was_best = self._rate[True] <= self._rate[False]
+            self._rate[two] = per_step
+            if (self._rate[True] <= self._rate[False]) != was_best:
+                self._period = 8  # the machine changed: look again sooner
+        else:
+            self._rate[two] = per_step
 
     def _steps(self, x, order, starts, rng, two: bool) -> None:
         two = two and self.threads.usable
