@@ -241,6 +241,15 @@ class NumpyLoop:
         widths = [d.kernel.shape[1] for d in plan]
         sizes = {batch_size, n_train % batch_size or batch_size}
         self.bufs = {k: _Buffers(k, n_in, widths) for k in sizes}
+        # per-epoch arrays over the training set, refilled each epoch
+        n, bs = n_train, batch_size
+        self.pt = np.empty(n, np.float32)
+        self.pred = np.empty(n, np.intp)
+        self.onehot = np.empty((widths[-1], n), np.float32)
+        self.flat = np.empty(n, np.intp)
+        self.pos = np.arange(n)
+        self.k_of = np.where(self.pos >= (n - 1) // bs * bs, n - (n - 1) // bs * bs, bs)
+        self.col = self.pos % bs
         self.threads = threads or Threads()
         val_rows = {min(n_val, VAL_CHUNK), n_val % VAL_CHUNK or VAL_CHUNK} if n_val else set()
         self.first = FirstLayer(self.w[0], self.threads, sizes, val_rows)
@@ -254,18 +263,9 @@ class NumpyLoop:
     def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
         """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
         n, bs = len(order), self.bs
-        n_classes = self.w[-1].shape[1]
-        if getattr(self, "pt", np.empty(0)).shape != (n,):  # per-epoch arrays, made once
-            self.pt = np.empty(n, np.float32)
-            self.pred = np.empty(n, np.intp)
-            self.onehot = np.empty((n_classes, n), np.float32)
-            self.flat = np.empty(n, np.intp)
-            pos = np.arange(n)
-            self.k_of = np.where(pos >= (n - 1) // bs * bs, n - (n - 1) // bs * bs, bs)
-            self.col = pos % bs
         y_ord = y[order]
         self.onehot.fill(0)
-        self.onehot[y_ord, np.arange(n)] = 1
+        self.onehot[y_ord, self.pos] = 1
         # index of each sample's true-class probability in its batch's (classes, k) logits
         np.multiply(y_ord, self.k_of, out=self.flat)
         self.flat += self.col
