@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab import numpyloop
+from mnistlab import sgdloop
 from mnistlab.blas import Threads, available_cores
 from mnistlab.fastloop import fit_fast
 from mnistlab.numpyloop import FirstLayer
@@ -35,7 +35,7 @@ def tutorial_mlp(seed=2):
 
 def train(images, threads, momentum=0.0, epochs=2):
     x, y, xv, yv = images
-    numpyloop.FORCE_THREADS = threads
+    sgdloop.FORCE_THREADS = threads
     try:
         model = tutorial_mlp()
         hist = fit_fast(
@@ -43,7 +43,7 @@ def train(images, threads, momentum=0.0, epochs=2):
             optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
         )
     finally:
-        numpyloop.FORCE_THREADS = None
+        sgdloop.FORCE_THREADS = None
     return model.get_weights(), hist
 
 

@@ -36,7 +36,8 @@ import numpy as np
 
 from mnistlab.blas import Threads
 from mnistlab.errors import ModelError, TrainingError
-from mnistlab.numpyloop import EPSILON, NumpyLoop
+from mnistlab.numpyloop import NumpyLoop
+from mnistlab.sgdloop import EPSILON, SgdLoop
 
 _NUMPY_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 
@@ -404,7 +405,7 @@ def fit_fast(
         cbl.on_epoch_begin(epoch)
         order = permutation(seed, epoch, len(x)) if shuffle else np.arange(len(x))
         with blas_limit():
-            if isinstance(loop, NumpyLoop):
+            if isinstance(loop, SgdLoop):
                 rng = np.random.default_rng([seed, epoch, 1])
                 loss_sum, correct, steps = loop.train_epoch(x, y, order, rng)
             else:

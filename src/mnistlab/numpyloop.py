@@ -27,19 +27,17 @@ overhead. So:
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 
 import numpy as np
 
 from mnistlab.blas import Threads
 from mnistlab.model import to_input
+from mnistlab.sgdloop import HI as _HI
+from mnistlab.sgdloop import LO as _LO
+from mnistlab.sgdloop import SgdLoop
 
-EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
-_LO, _HI = np.float32(EPSILON), np.float32(1 - EPSILON)
 VAL_CHUNK = 4096
 _SPLIT_ABOVE = 512  # first-layer inputs summed in two halves above this many (OpenBLAS' blocking)
-FORCE_THREADS: int | None = None  # 1 or 2 to skip the measuring (tests: results must not change)
 
 
 def act_forward(name: str, z: np.ndarray, out: np.ndarray, zeros=0) -> None:
@@ -197,45 +195,19 @@ class _Like:
         self.bools = np.empty((k, w), bool)
 
 
-class NumpyLoop:
+class NumpyLoop(SgdLoop):
     """SGD on float32 numpy with preallocated buffers; one instance per ``fit_fast`` call."""
 
     def __init__(
         self, plan, optimizer, batch_size: int, n_in: int, n_train: int, n_val: int, threads=None
     ):
-        import keras
-
-        self.plan, self.optimizer, self.bs = plan, optimizer, batch_size
-        self.vars = [v for d in plan for v in (d.kernel, d.bias) if v is not None]
-        sizes = [math.prod(v.shape) for v in self.vars]
-        # One flat buffer per kind: the update is one vector op whatever the depth.
-        self.w_flat = np.empty(sum(sizes), np.float32)
-        self.g_flat = np.empty(sum(sizes), np.float32)
-        self.w, self.b, self.gw, self.gb = [], [], [], []  # per Dense layer: views into the flats
-        off = 0
-        for d in plan:
-            for v, ws, gs in ((d.kernel, self.w, self.gw), (d.bias, self.b, self.gb)):
-                if v is None:
-                    ws.append(None)
-                    gs.append(None)
-                    continue
-                size = math.prod(v.shape)
-                ws.append(self.w_flat[off : off + size].reshape(v.shape))
-                gs.append(self.g_flat[off : off + size].reshape(v.shape))
-                ws[-1][...] = keras.ops.convert_to_numpy(v)
-                off += size
+        threads = threads or Threads()
+        super().__init__(plan, optimizer, batch_size, n_train, threads.usable)
+        self.threads = threads
         last = self.b[-1]
         self.b_out = None if last is None else last.reshape(-1, 1)  # for transposed logits
         self._zeros = [np.zeros(d.kernel.shape[1], np.float32) for d in plan]  # ReLU, by row
-
-        self.lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        self.mom = np.float32(optimizer.momentum)
-        self.nesterov = bool(optimizer.nesterov)
-        self.m_flat = None
-        if optimizer.momentum:
-            self.m_flat = np.concatenate(
-                [keras.ops.convert_to_numpy(m).ravel() for m in optimizer.momentums]
-            ).astype(np.float32)
+        if self.m_flat is not None:
             self.tmp_flat = np.empty_like(self.m_flat)
 
         widths = [d.kernel.shape[1] for d in plan]
@@ -243,72 +215,26 @@ class NumpyLoop:
         self.bufs = {k: _Buffers(k, n_in, widths) for k in sizes}
         # per-epoch arrays over the training set, refilled each epoch
         n, bs = n_train, batch_size
-        self.pt = np.empty(n, np.float32)
-        self.pred = np.empty(n, np.intp)
         self.onehot = np.empty((widths[-1], n), np.float32)
         self.flat = np.empty(n, np.intp)
         self.pos = np.arange(n)
         self.k_of = np.where(self.pos >= (n - 1) // bs * bs, n - (n - 1) // bs * bs, bs)
         self.col = self.pos % bs
-        self.threads = threads or Threads()
         val_rows = {min(n_val, VAL_CHUNK), n_val % VAL_CHUNK or VAL_CHUNK} if n_val else set()
         self.first = FirstLayer(self.w[0], self.threads, sizes, val_rows)
         tail = self.w[0].size  # the parameters after the first kernel
         self.w_tail, self.g_tail = self.w_flat[tail:], self.g_flat[tail:]
-        self.two = self.threads.usable  # the thread setting the last epoch settled on
-        self._rate: dict[bool, float | None] = {True: None, False: None}  # s/step, last epoch
-        self._since, self._period = 0, 8  # epochs since the other setting was last tried
 
     # ------------------------------------------------------------------ training
-    def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
-        """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
-        n, bs = len(order), self.bs
-        y_ord = y[order]
+    def _run(self, x, y_ord, order, rng, two: bool) -> int:
         self.onehot.fill(0)
         self.onehot[y_ord, self.pos] = 1
         # index of each sample's true-class probability in its batch's (classes, k) logits
         np.multiply(y_ord, self.k_of, out=self.flat)
         self.flat += self.col
-        starts = range(0, n, bs)
-        if FORCE_THREADS is not None:
-            self.two = FORCE_THREADS > 1
-        elif self.threads.usable:
-            self.two = self._choose()
-        t0 = time.perf_counter()
-        self._steps(x, order, starts, rng, self.two)
-        self._record(self.two, (time.perf_counter() - t0) / len(starts))
-        loss = -np.log(np.clip(self.pt, _LO, _HI)).astype(np.float64).sum()
-        correct = int((self.pred == y_ord).sum())
-        return float(loss), correct, len(starts)
-
-    def _choose(self) -> bool:
-        """Two BLAS threads this epoch? The faster setting by the last whole epoch run with each,
-        trying the other one again after 8, 16, 32... epochs while the choice holds.
-
-        Whole epochs, not a few steps: with another busy process, the scheduler shares the cores
-        fairly only over tens of milliseconds, and OpenBLAS' worker keeps spinning for a while
-        after its last product, so short trials favoured two threads that then made the epoch
-        1.5x slower.
-        """
-        for two in (True, False):  # each setting once first, two threads first
-            if self._rate[two] is None:
-                return two
-        best = self._rate[True] <= self._rate[False]
-        self._since += 1
-        if self._since > self._period:
-            self._since = 0
-            self._period *= 2
-            return not best
-        return best
-
-    def _record(self, two: bool, per_step: float) -> None:
-        if self._rate[two] is not None and self._rate[not two] is not None:
-            was_best = self._rate[True] <= self._rate[False]
-            self._rate[two] = per_step
-            if (self._rate[True] <= self._rate[False]) != was_best:
-                self._period = 8  # the machine changed: look again sooner
-        else:
-            self._rate[two] = per_step
+        starts = range(0, len(order), self.bs)
+        self._steps(x, order, starts, rng, two)
+        return len(starts)
 
     def _steps(self, x, order, starts, rng, two: bool) -> None:
         two = two and self.threads.usable
@@ -441,16 +367,3 @@ class NumpyLoop:
         np.exp(out, out=out)
         out /= out.sum(axis=0)
         return out.T
-
-    def write_back(self, steps: int) -> None:
-        """Copy weights, momentums and the iteration count into the Keras variables."""
-        arrays = [a for pair in zip(self.w, self.b, strict=True) for a in pair if a is not None]
-        for v, a in zip(self.vars, arrays, strict=True):
-            v.assign(a)
-        if self.m_flat is not None:
-            off = 0
-            for m in self.optimizer.momentums:
-                m.assign(self.m_flat[off : off + math.prod(m.shape)].reshape(m.shape))
-                off += math.prod(m.shape)
-        self.optimizer.iterations.assign(self.optimizer.iterations + steps)
-
