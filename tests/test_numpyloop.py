@@ -1,4 +1,4 @@
-"""The numpy SGD path's speed devices: none of them may change a single bit of the result."""
+"""The plain-SGD loops' speed devices: none of them may change a single bit of the result."""
 
 import os
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab import sgdloop
+from mnistlab import fastloop, sgdloop
 from mnistlab.blas import Threads, available_cores
 from mnistlab.fastloop import fit_fast
 from mnistlab.numpyloop import FirstLayer
@@ -33,9 +33,10 @@ def tutorial_mlp(seed=2):
     )
 
 
-def train(images, threads, momentum=0.0, epochs=2):
+def train(images, threads, momentum=0.0, epochs=2, jit=False):
     x, y, xv, yv = images
     sgdloop.FORCE_THREADS = threads
+    fastloop.USE_JIT = jit
     try:
         model = tutorial_mlp()
         hist = fit_fast(
@@ -44,14 +45,16 @@ def train(images, threads, momentum=0.0, epochs=2):
         )
     finally:
         sgdloop.FORCE_THREADS = None
+        fastloop.USE_JIT = True
     return model.get_weights(), hist
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["numpy", "jit"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_one_or_two_blas_threads_give_the_same_bits(images, momentum):
-    w1, h1 = train(images, 1, momentum)
-    w2, h2 = train(images, 2, momentum)
-    wm, hm = train(images, None, momentum)  # measured per epoch, may switch mid-run
+def test_one_or_two_threads_give_the_same_bits(images, momentum, jit):
+    w1, h1 = train(images, 1, momentum, jit=jit)
+    w2, h2 = train(images, 2, momentum, jit=jit)
+    wm, hm = train(images, None, momentum, jit=jit)  # measured per epoch, may switch mid-run
     assert h1 == h2 == hm
     for a, b, c in zip(w1, w2, wm, strict=True):
         assert np.array_equal(a, b) and np.array_equal(a, c)
@@ -113,15 +116,17 @@ def test_pinned_gives_the_thread_its_cpu_mask_back():
     assert inside <= before
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer):
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd-numpy", "adam"])
+def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer, monkeypatch):
     """fit_fast scales uint8 batches itself; the weights must not differ by one bit."""
     from mnistlab.model import to_input
 
     rng = np.random.default_rng(5)
     x8 = rng.integers(0, 256, (700, 28, 28), dtype=np.uint8)
     y = (x8[:, :, :14].mean((1, 2)) > 127.5).astype(np.int64) + 2 * (x8[:, 0, 0] > 127)
-    make = {"sgd": lambda: keras.optimizers.SGD(0.05), "adam": lambda: keras.optimizers.Adam()}
+    monkeypatch.setattr(fastloop, "USE_JIT", optimizer != "sgd-numpy")
+    make = {"adam": lambda: keras.optimizers.Adam()}
+    make["sgd"] = make["sgd-numpy"] = lambda: keras.optimizers.SGD(0.05)
     runs = []
     for x in (x8, to_input(x8)):
         model = tutorial_mlp()

@@ -33,6 +33,7 @@ class Threads:
     def __init__(self, most: int = 2):
         self.most = min(most, available_cores())
         self._set = self._sgemm = self._affinity = None
+        self.sgemm_int64 = False  # does cblas_sgemm take 64-bit sizes (an ILP64 build)?
         import numpy as np
         from threadpoolctl import ThreadpoolController
 
@@ -52,7 +53,8 @@ class Threads:
             self._get = lib.get_num_threads
             sgemm = _symbol(lib.dynlib, "cblas_sgemm")
             if sgemm is not None:
-                index = ctypes.c_int64 if sgemm.__name__.endswith("64_") else ctypes.c_int
+                self.sgemm_int64 = sgemm.__name__.endswith("64_")
+                index = ctypes.c_int64 if self.sgemm_int64 else ctypes.c_int
                 i, f, p = index, ctypes.c_float, ctypes.c_void_p
                 sgemm.argtypes = [ctypes.c_int] * 3 + [i] * 3 + [f, p, i, p, i, f, p, i]
                 sgemm.restype = None
@@ -109,6 +111,13 @@ class Threads:
             return self._affinity(0, ctypes.sizeof(bits), bits) == 0
         finally:
             self.set(before)
+
+    @property
+    def sgemm_address(self) -> int | None:
+        """Where numpy's ``cblas_sgemm`` is in memory (for compiled code to call), or None."""
+        if self._sgemm is None:
+            return None
+        return ctypes.cast(self._sgemm, ctypes.c_void_p).value
 
     def sub_product(self, a, b, c) -> None:
         """``c -= a.T @ b`` in one BLAS call (beta = 1); C-contiguous float32 ``a (k, m)``,

@@ -40,6 +40,7 @@ from mnistlab.numpyloop import NumpyLoop
 from mnistlab.sgdloop import EPSILON, SgdLoop
 
 _NUMPY_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+USE_JIT = True  # False: plain SGD always on the numpy loop (tests compare the two)
 
 
 @dataclass
@@ -167,6 +168,18 @@ def _numpy_supported(plan: list[_Dense], optimizer) -> bool:
     )
     hidden_ok = all(d.activation in _NUMPY_ACTIVATIONS for d in plan[:-1])
     return plain and hidden_ok and isinstance(cfg["learning_rate"], float)
+
+
+def _jit_available(plan: list[_Dense]) -> bool:
+    """Can the compiled loop (``mnistlab.jitloop``) train this plan here?"""
+    try:
+        from mnistlab.jitloop import available
+    except ImportError:
+        return False
+    try:
+        return available(plan)
+    except ImportError:  # no numba, or numpy is not on OpenBLAS
+        return False
 
 
 def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -377,7 +390,12 @@ def fit_fast(
         controller = ThreadpoolController()
         blas_limit = lambda: controller.limit(limits=1, user_api="blas")  # noqa: E731
         with blas_limit():  # the start-up probe too: the caller's count comes back afterwards
-            loop = NumpyLoop(plan, optimizer, batch_size, n_in, len(x), len(xv), threads)
+            if USE_JIT and _jit_available(plan):
+                from mnistlab.jitloop import JitLoop
+
+                loop = JitLoop(plan, optimizer, batch_size, n_in, len(x), threads.most)
+            else:
+                loop = NumpyLoop(plan, optimizer, batch_size, n_in, len(x), len(xv), threads)
         xv = _floats(xv)  # validated every epoch: scaled once (4 ms an epoch on full size)
     else:
         loop = _ScanLoop(plan, optimizer, batch_size, n_in, _floats(x), y)

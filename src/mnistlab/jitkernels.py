@@ -1,0 +1,360 @@
+"""Compiled (numba) kernels of ``mnistlab.jitloop``: a whole epoch of plain SGD in one call.
+
+Importing this module compiles nothing: numba compiles each kernel on its first call, per input
+type, and keeps the machine code in a cache folder (``cache_dir``), so later processes load it in
+a fraction of a second. The matrix products call numpy's own OpenBLAS ``cblas_sgemm`` (one
+thread per call); everything between them is a loop numba turns into vector code.
+
+Two threads split every step by data, not inside the products: each takes half the batch through
+the forward and backward pass, then each updates its own share of the parameters (the first
+kernel's rows ``[0, cut)`` or ``[cut, n_in)`` plus all the rest), with the whole batch. Which
+thread computes a number never changes how it is computed, so one thread (the ``*_one`` kernels,
+the same work in sequence) gives the same bits as two.
+
+The network is given as flat float32 buffers and an int64 ``layout`` of shape ``(L, 4)``: per
+Dense layer the offset of its kernel in the flat parameters, its inputs, its outputs and the offset
+of its bias (-1: no bias); ``acts`` holds each hidden layer's activation code (``ACTIVATIONS``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.blas import Threads
+
+ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+_THREADS = Threads()
+if _THREADS.sgemm_address is None:
+    raise ImportError("numpy is not linked to an OpenBLAS with cblas_sgemm")
+
+import llvmlite.binding as _llvm  # noqa: E402
+import numba  # noqa: E402
+from numba import njit, prange, types  # noqa: E402
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$XDG_CACHE_HOME/mnistlab/numba/<numpy version>-<abi>``
+    (numba's own ``NUMBA_CACHE_DIR`` wins). The numpy version and its BLAS' integer size are in
+    the name because the cached code calls into numpy's OpenBLAS."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    abi = "ilp64" if _THREADS.sgemm_int64 else "lp64"
+    return Path(base) / "mnistlab" / "numba" / f"numpy{np.__version__}-{abi}"
+
+
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    numba.config.CACHE_DIR = str(cache_dir())
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    # OpenMP starts a parallel region in ~1.5 us here; numba's default fallback ("workqueue")
+    # takes ~90 us, which for two regions a step would cost more than the second thread saves.
+    numba.config.THREADING_LAYER = "omp"
+
+_llvm.add_symbol("mnistlab_cblas_sgemm", _THREADS.sgemm_address)
+_I = types.int64 if _THREADS.sgemm_int64 else types.int32
+_P = types.uintp  # pointers passed as addresses (same calling convention)
+_sgemm = types.ExternalFunction(
+    "mnistlab_cblas_sgemm",
+    types.void(types.int32, types.int32, types.int32, _I, _I, _I, types.float32, _P, _I, _P, _I,
+               types.float32, _P, _I),
+)
+
+
+@njit(cache=True)
+def _mm(ta, tb, alpha, a, b, beta, c):
+    """``c = alpha * op(a) @ op(b) + beta * c`` (op: transposed when ``ta``/``tb``); float32
+    2-D arrays whose rows may be spaced wider than their length (column slices)."""
+    m, n = c.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    _sgemm(101, 112 if ta else 111, 112 if tb else 111, m, n, k, np.float32(alpha),
+           a.ctypes.data, a.strides[0] // 4, b.ctypes.data, b.strides[0] // 4, np.float32(beta),
+           c.ctypes.data, c.strides[0] // 4)
+
+
+@njit(cache=True)
+def _kernel(flat, layout, j):
+    return flat[layout[j, 0] : layout[j, 0] + layout[j, 1] * layout[j, 2]].reshape(
+        layout[j, 1], layout[j, 2]
+    )
+
+
+@njit(cache=True)
+def _bias(flat, layout, j):
+    """Layer ``j``'s bias, or an empty array."""
+    if layout[j, 3] < 0:
+        return flat[:0]
+    return flat[layout[j, 3] : layout[j, 3] + layout[j, 2]]
+
+
+@njit(cache=True)
+def _hidden(buf, hoff, layout, j, rows):
+    """Layer ``j``'s outputs (or their gradients) in a step's scratch: ``(rows, width)``."""
+    return buf[hoff[j] : hoff[j] + rows * layout[j, 2]].reshape(rows, layout[j, 2])
+
+
+@njit(cache=True)
+def _bias_act(h, b, code):
+    """``h = activation(h + b)`` in place."""
+    rows, cols = h.shape
+    nb = b.shape[0]
+    for r in range(rows):
+        for c in range(cols):
+            v = h[r, c] + b[c] if nb else h[r, c]
+            if code == 1:
+                v = v if v > 0 else np.float32(0)
+            elif code == 2:
+                v = np.tanh(v)
+            elif code == 3:
+                v = np.float32(1) / (np.float32(1) + np.exp(-v))
+            h[r, c] = v
+
+
+@njit(cache=True)
+def _act_back(g, a, code):
+    """``g *= activation'``, given the activation's output ``a``."""
+    rows, cols = g.shape
+    for r in range(rows):
+        for c in range(cols):
+            v = a[r, c]
+            if code == 1:
+                if v <= 0:
+                    g[r, c] = 0
+            elif code == 2:
+                g[r, c] *= np.float32(1) - v * v
+            elif code == 3:
+                g[r, c] *= (np.float32(1) - v) * v
+
+
+@njit(cache=True)
+def _softmax_rows(z, b):
+    """Rows of ``z`` (logits) become ``softmax(z + b)``."""
+    rows, cols = z.shape
+    nb = b.shape[0]
+    for r in range(rows):
+        top = z[r, 0] + b[0] if nb else z[r, 0]
+        for c in range(cols):
+            if nb:
+                z[r, c] += b[c]
+            if z[r, c] > top:
+                top = z[r, c]
+        total = np.float32(0)
+        for c in range(cols):
+            e = np.exp(z[r, c] - top)
+            z[r, c] = e
+            total += e
+        for c in range(cols):
+            z[r, c] /= total
+
+
+@njit(cache=True)
+def _loss_grad(z, y, pt, pred, scale):
+    """Record each row's true-class probability and argmax, then turn the probabilities ``z``
+    into ``scale * (p - onehot)``, zero where Keras' clip (1e-7) is active."""
+    lo, hi = np.float32(1e-7), np.float32(1 - 1e-7)
+    rows, cols = z.shape
+    for r in range(rows):
+        best = 0
+        for c in range(cols):
+            if z[r, c] > z[r, best]:
+                best = c
+        pred[r] = best
+        p = z[r, y[r]]
+        pt[r] = p
+        clipped = p <= lo or p >= hi
+        for c in range(cols):
+            if clipped:
+                z[r, c] = 0
+            else:
+                z[r, c] = (z[r, c] - np.float32(1 if c == y[r] else 0)) * scale
+
+
+@njit(cache=True)
+def _half(x, scale, order, y_ord, start, r0, kt, k, lr, net, buf, pt, pred):
+    """Forward and backward pass of rows ``[r0, r0 + kt)`` of the batch starting at ``start``
+    (``k`` rows in all): leaves the hidden outputs in ``hbuf``, their gradients in ``gbuf`` and
+    the logits' gradient (already times ``lr / k``) in ``z``."""
+    w_flat, g_flat, m_flat, layout, acts, hoff = net
+    xb, hbuf, gbuf, z, tmp = buf
+    n_layers = layout.shape[0]
+    n_in = x.shape[1]
+    rows = xb.shape[0]
+    for r in range(r0, r0 + kt):
+        src = x[order[start + r]]
+        for c in range(n_in):
+            xb[r, c] = np.float32(src[c]) * scale
+    a = xb[r0 : r0 + kt]
+    for j in range(n_layers - 1):
+        h = _hidden(hbuf, hoff, layout, j, rows)[r0 : r0 + kt]
+        _mm(False, False, 1.0, a, _kernel(w_flat, layout, j), 0.0, h)
+        _bias_act(h, _bias(w_flat, layout, j), acts[j])
+        a = h
+    last = n_layers - 1
+    zr = z[r0 : r0 + kt]
+    _mm(False, False, 1.0, a, _kernel(w_flat, layout, last), 0.0, zr)
+    _softmax_rows(zr, _bias(w_flat, layout, last))
+    s = start + r0
+    _loss_grad(zr, y_ord[s : s + kt], pt[s : s + kt], pred[s : s + kt], np.float32(lr / k))
+    g = zr
+    for j in range(last, 0, -1):
+        gp = _hidden(gbuf, hoff, layout, j - 1, rows)[r0 : r0 + kt]
+        _mm(False, True, 1.0, g, _kernel(w_flat, layout, j), 0.0, gp)
+        _act_back(gp, _hidden(hbuf, hoff, layout, j - 1, rows)[r0 : r0 + kt], acts[j - 1])
+        g = gp
+
+
+@njit(cache=True)
+def _step_part(w, g, m, a, d, mom, nesterov, plain):
+    """One parameter block's SGD step from inputs ``a (k, n)`` and output gradients ``d (k, o)``
+    (already times lr): ``w -= a.T @ d``, or Keras' momentum update through ``g`` and ``m``."""
+    if plain:
+        _mm(True, False, -1.0, a, d, 1.0, w)
+        return
+    _mm(True, False, 1.0, a, d, 0.0, g)
+    _momentum(w.ravel(), g.ravel(), m.ravel(), mom, nesterov)
+
+
+@njit(cache=True)
+def _momentum(w, g, m, mom, nesterov):
+    """Keras SGD with momentum, ``g`` already times lr: m = mom*m - g; w += m (Nesterov:
+    w += mom*m - g)."""
+    for i in range(w.shape[0]):
+        m[i] = m[i] * mom - g[i]
+        if nesterov:
+            w[i] += m[i] * mom - g[i]
+        else:
+            w[i] += m[i]
+
+
+@njit(cache=True)
+def _update(t, k, cut, mom, nesterov, plain, net, buf):
+    """Thread ``t``'s share of the step's update, from the whole batch of ``k`` rows: the first
+    kernel's rows ``[0, cut)`` (t = 0) or the rest of the parameters (t = 1)."""
+    w_flat, g_flat, m_flat, layout, acts, hoff = net
+    xb, hbuf, gbuf, z, tmp = buf
+    n_layers = layout.shape[0]
+    rows = xb.shape[0]
+    n_in = layout[0, 1]
+    lo, hi = (0, cut) if t == 0 else (cut, n_in)
+    for j in range(n_layers):
+        if j == 0:
+            a = xb[:k, lo:hi]
+            r0, r1 = lo, hi
+        elif t == 0:
+            break
+        else:
+            a = _hidden(hbuf, hoff, layout, j - 1, rows)[:k]
+            r0, r1 = 0, layout[j, 1]
+        d = z[:k] if j == n_layers - 1 else _hidden(gbuf, hoff, layout, j, rows)[:k]
+        w = _kernel(w_flat, layout, j)[r0:r1]
+        g = _kernel(g_flat, layout, j)[r0:r1]
+        m = _kernel(m_flat, layout, j)[r0:r1] if not plain else g
+        _step_part(w, g, m, a, d, mom, nesterov, plain)
+        if t == 1 and layout[j, 3] >= 0:  # the biases are the second thread's
+            _bias_step(_bias(w_flat, layout, j), _bias(g_flat, layout, j),
+                       _bias(m_flat, layout, j) if not plain else tmp[t, :0], d,
+                       tmp[t, : layout[j, 2]], mom, nesterov, plain)
+
+
+@njit(cache=True)
+def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
+    """A bias' SGD step: its gradient is the column sums of ``d``."""
+    tmp[:] = 0
+    for r in range(d.shape[0]):
+        for c in range(d.shape[1]):
+            tmp[c] += d[r, c]
+    if plain:
+        for c in range(b.shape[0]):
+            b[c] -= tmp[c]
+    else:
+        g[:] = tmp
+        _momentum(b, g, m, mom, nesterov)
+
+
+@njit(cache=True, parallel=True)
+def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
+    """One epoch of SGD on two threads; ``pt``/``pred`` get each sample's true-class probability
+    and predicted class (in ``order``)."""
+    n = order.shape[0]
+    for start in range(0, n, bs):
+        k = min(bs, n - start)
+        h = (k + 1) // 2
+        for t in prange(2):
+            _half(x, scale, order, y_ord, start, t * h, min(h, k - t * h), k, lr, net, buf, pt,
+                  pred)
+        for t in prange(2):
+            _update(t, k, cut, mom, nesterov, plain, net, buf)
+
+
+@njit(cache=True)
+def epoch_one(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
+    """``epoch_two``'s work in sequence on one thread: the same bits."""
+    n = order.shape[0]
+    for start in range(0, n, bs):
+        k = min(bs, n - start)
+        h = (k + 1) // 2
+        for t in range(2):
+            _half(x, scale, order, y_ord, start, t * h, min(h, k - t * h), k, lr, net, buf, pt,
+                  pred)
+        for t in range(2):
+            _update(t, k, cut, mom, nesterov, plain, net, buf)
+
+
+@njit(cache=True)
+def _predict_rows(x, scale, w_flat, layout, acts, out):
+    """Softmax probabilities of rows ``x`` into ``out``."""
+    rows = x.shape[0]
+    a = np.empty((rows, x.shape[1]), np.float32)
+    for r in range(rows):
+        for c in range(x.shape[1]):
+            a[r, c] = np.float32(x[r, c]) * scale
+    last = layout.shape[0] - 1
+    for j in range(last):
+        h = np.empty((rows, layout[j, 2]), np.float32)
+        _mm(False, False, 1.0, a, _kernel(w_flat, layout, j), 0.0, h)
+        _bias_act(h, _bias(w_flat, layout, j), acts[j])
+        a = h
+    _mm(False, False, 1.0, a, _kernel(w_flat, layout, last), 0.0, out)
+    _softmax_rows(out, _bias(w_flat, layout, last))
+
+
+@njit(cache=True, parallel=True)
+def predict_two(x, scale, w_flat, layout, acts, chunk, out):
+    """Probabilities ``(N, C)`` of rows ``x``, ``chunk`` rows at a time on two threads."""
+    for i in prange((x.shape[0] + chunk - 1) // chunk):
+        s = i * chunk
+        e = min(s + chunk, x.shape[0])
+        _predict_rows(x[s:e], scale, w_flat, layout, acts, out[s:e])
+
+
+@njit(cache=True)
+def predict_one(x, scale, w_flat, layout, acts, chunk, out):
+    """``predict_two`` on one thread: the same bits (the chunks do not depend on the threads)."""
+    for i in range((x.shape[0] + chunk - 1) // chunk):
+        s = i * chunk
+        e = min(s + chunk, x.shape[0])
+        _predict_rows(x[s:e], scale, w_flat, layout, acts, out[s:e])
+
+
+def parallel_threads() -> int:
+    """How many threads the ``*_two`` kernels may use: 2, or 1 when this machine has a single
+    core or numba has no fast threading layer (OpenMP or TBB)."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        return 1
+    try:
+        _probe(np.zeros(2))
+        layer = numba.threading_layer()
+    except (ValueError, ImportError, OSError):
+        return 1
+    if layer not in ("omp", "tbb"):
+        return 1
+    numba.set_num_threads(2)
+    return 2
+
+
+@njit(cache=True, parallel=True)
+def _probe(a):
+    for i in prange(a.shape[0]):
+        a[i] += 1

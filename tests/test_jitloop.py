@@ -1,0 +1,128 @@
+"""The compiled plain-SGD loop: the same training as Keras fit and as the numpy loop, bit-identical
+on one or two threads, resumable, and really the one fit_fast uses."""
+
+import keras
+import numpy as np
+import pytest
+
+from mnistlab import fastloop, jitkernels, jitloop, sgdloop
+from mnistlab.blas import available_cores
+from mnistlab.fastloop import _plan, fit_fast
+
+
+@pytest.fixture(scope="module")
+def data():
+    """1,000 random 28x28 'images' with a learnable label (784 inputs, as in MNIST)."""
+    rng = np.random.default_rng(8)
+    x = rng.random((1000, 28, 28), dtype=np.float32)
+    y = (x[:, :14].mean((1, 2)) * 10 % 10).astype(np.int64)
+    return x[:700], y[:700], x[700:], y[700:]
+
+
+def mlp(seed=3, activation="relu", use_bias=True, dropout=0.0):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((28, 28)), keras.layers.Flatten()]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers += [
+        keras.layers.Dense(48, activation=activation, use_bias=use_bias),
+        keras.layers.Dense(24, activation=activation),
+        keras.layers.Dense(10, activation="softmax"),
+    ]
+    return keras.Sequential(layers)
+
+
+def run(data, optimizer, *, jit=True, threads=None, model=None, epochs=2, batch_size=64, **kw):
+    x, y, xv, yv = data
+    model = model or mlp()
+    old = fastloop.USE_JIT, sgdloop.FORCE_THREADS
+    fastloop.USE_JIT, sgdloop.FORCE_THREADS = jit, threads
+    try:
+        hist = fit_fast(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, seed=2,
+                        optimizer=optimizer, **kw)
+    finally:
+        fastloop.USE_JIT, sgdloop.FORCE_THREADS = old
+    return model, hist
+
+
+def test_fit_fast_trains_plain_sgd_with_the_compiled_loop(data, monkeypatch):
+    made = []
+    real = jitloop.JitLoop.__init__
+
+    def spy(self, *a, **kw):
+        made.append(self)
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(jitloop.JitLoop, "__init__", spy)
+    run(data, keras.optimizers.SGD(0.05), epochs=1)
+    assert len(made) == 1
+    run(data, keras.optimizers.SGD(0.05), epochs=1, model=mlp(dropout=0.2))
+    assert len(made) == 1  # dropout: the numpy loop draws the masks
+    assert jitloop.available(_plan(mlp())) and not jitloop.available(_plan(mlp(dropout=0.2)))
+
+
+@pytest.mark.parametrize(
+    "momentum,nesterov,activation,use_bias",
+    [
+        (0.0, False, "relu", True),
+        (0.9, False, "tanh", False),
+        (0.9, True, "sigmoid", True),
+        (0.5, False, "linear", True),
+    ],
+)
+def test_matches_keras_fit_when_not_shuffled(data, momentum, nesterov, activation, use_bias):
+    x, y, xv, yv = data
+    ref = mlp(activation=activation, use_bias=use_bias)
+    ref.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=momentum, nesterov=nesterov),
+        loss="categorical_crossentropy", metrics=["accuracy"],
+    )
+    expected = ref.fit(x, np.eye(10)[y], validation_data=(xv, np.eye(10)[yv]), batch_size=48,
+                       epochs=3, shuffle=False, verbose=0).history
+    model, got = run(data, keras.optimizers.SGD(0.05, momentum=momentum, nesterov=nesterov),
+                     model=mlp(activation=activation, use_bias=use_bias), epochs=3,
+                     batch_size=48, shuffle=False)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=5e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(model.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-6)
+
+
+@pytest.mark.parametrize("batch_size", [64, 699])  # 699: the last batch has one row
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_one_or_two_threads_give_the_same_bits(data, momentum, batch_size):
+    runs = [
+        run(data, keras.optimizers.SGD(0.05, momentum=momentum), threads=t, batch_size=batch_size)
+        for t in (1, 2, None)
+    ]
+    (m1, h1), (m2, h2), (mm, hm) = runs
+    if available_cores() > 1:  # two threads really ran (OpenMP is there)
+        assert jitkernels.parallel_threads() == 2
+    assert h1 == h2 == hm
+    for a, b, c in zip(m1.get_weights(), m2.get_weights(), mm.get_weights(), strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    if batch_size == 64:
+        assert h1["loss"][1] < h1["loss"][0]  # and it learns
+
+
+def test_resume_equals_an_uninterrupted_run(data):
+    make = lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)  # noqa: E731
+    whole, h_whole = run(data, make(), epochs=4)
+    first_opt = make()
+    first, h1 = run(data, first_opt, epochs=2)
+    state = [keras.ops.convert_to_numpy(v) for v in first_opt.variables]
+    resumed, opt = mlp(seed=50), make()
+    resumed.set_weights(first.get_weights())
+    opt.build(resumed.trainable_variables)
+    for v, value in zip(opt.variables, state, strict=True):
+        v.assign(value)
+    _, h2 = run(data, opt, epochs=4, initial_epoch=2, model=resumed)
+    assert h1["loss"] + h2["loss"] == h_whole["loss"]
+    for a, b in zip(whole.get_weights(), resumed.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_split_row_gives_the_first_thread_a_little_more_than_half():
+    cut = jitloop.split_row(784, [100, 64, 32, 10])
+    assert cut % 16 == 0 and 392 < cut < 480
+    assert jitloop.split_row(4, [3, 2]) in range(0, 5)
