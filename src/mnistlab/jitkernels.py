@@ -338,6 +338,12 @@ def predict_one(x, scale, w_flat, layout, acts, chunk, out):
         _predict_rows(x[s:e], scale, w_flat, layout, acts, out[s:e])
 
 
+def compiled_before() -> bool:
+    """Has this machine compiled the epoch kernel before (is it in the cache folder)?"""
+    folder = Path(numba.config.CACHE_DIR or cache_dir())
+    return folder.is_dir() and any(folder.rglob("jitkernels.epoch_two-*.nbi"))
+
+
 def parallel_threads() -> int:
     """How many threads the ``*_two`` kernels may use: 2, or 1 when this machine has a single
     core or numba has no fast threading layer (OpenMP or TBB)."""

@@ -17,6 +17,8 @@ and numpy's OpenBLAS are there: ``available(plan)`` says.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from mnistlab.sgdloop import SgdLoop
@@ -58,6 +60,12 @@ class JitLoop(SgdLoop):
     def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, most_threads=2):
         from mnistlab import jitkernels as jk
 
+        if not jk.compiled_before():
+            print(
+                "mnistlab: compiling the training loop for this machine (once, about 20 s; "
+                f"kept in {jk.numba.config.CACHE_DIR})",
+                file=sys.stderr, flush=True,
+            )
         two = most_threads > 1 and jk.parallel_threads() > 1
         super().__init__(plan, optimizer, batch_size, n_train, two)
         self.jk = jk
