@@ -33,6 +33,7 @@ if _THREADS.sgemm_address is None:
 import llvmlite.binding as _llvm  # noqa: E402
 import numba  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
+from numba.extending import overload  # noqa: E402
 
 
 def cache_dir() -> Path:
@@ -302,14 +303,31 @@ def epoch_one(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, bu
             _update(t, k, cut, mom, nesterov, plain, net, buf)
 
 
+def _as_float(x, scale):
+    """Rows ``x`` as float32 times ``scale``; float32 rows are used as they are (scale 1)."""
+    raise NotImplementedError("only for compiled code")
+
+
+@overload(_as_float)
+def _as_float_compiled(x, scale):
+    if x.dtype == types.float32:
+        return lambda x, scale: x
+
+    def convert(x, scale):
+        a = np.empty((x.shape[0], x.shape[1]), np.float32)
+        for r in range(x.shape[0]):
+            for c in range(x.shape[1]):
+                a[r, c] = np.float32(x[r, c]) * scale
+        return a
+
+    return convert
+
+
 @njit(cache=True)
 def _predict_rows(x, scale, w_flat, layout, acts, out):
     """Softmax probabilities of rows ``x`` into ``out``."""
     rows = x.shape[0]
-    a = np.empty((rows, x.shape[1]), np.float32)
-    for r in range(rows):
-        for c in range(x.shape[1]):
-            a[r, c] = np.float32(x[r, c]) * scale
+    a = _as_float(x, scale)
     last = layout.shape[0] - 1
     for j in range(last):
         h = np.empty((rows, layout[j, 2]), np.float32)

@@ -59,6 +59,7 @@ class SgdLoop:
         self.two = two_usable  # the thread setting the last epoch settled on
         self._rate: dict[bool, float | None] = {True: None, False: None}  # s/step, last epoch
         self._since, self._period = 0, 8  # epochs since the other setting was last tried
+        self._warm = False  # has an epoch run already (and is its time worth comparing)?
 
     def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
         """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
@@ -69,7 +70,9 @@ class SgdLoop:
             self.two = self._choose()
         t0 = time.perf_counter()
         steps = self._run(x, y_ord, order, rng, self.two)
-        self._record(self.two, (time.perf_counter() - t0) / steps)
+        if self._warm:
+            self._record(self.two, (time.perf_counter() - t0) / steps)
+        self._warm = True  # the first epoch loads (or compiles) code and touches fresh memory
         loss = -np.log(np.clip(self.pt, LO, HI)).astype(np.float64).sum()
         correct = int((self.pred == y_ord).sum())
         return float(loss), correct, steps
