@@ -2,14 +2,18 @@
 
 ``keras.Model.fit`` pays a fixed cost per step (dispatch, XLA's per-op overhead for small matrices)
 that dwarfs the arithmetic of a 784-100-64-32-10 network. ``fit_fast`` trains the same model with
-the same semantics on one of two paths:
+the same semantics on one of three paths:
 
-* **numpy** (``mnistlab.numpyloop``) — the forward and backward pass written out with float32
-  numpy and OpenBLAS sgemm into preallocated buffers, the first layer's two big products on two
-  BLAS threads (bit-identical to one), the SGD update done in place. Used for
-  ``keras.optimizers.SGD`` (with or without momentum / Nesterov) when no gradient clipping, weight
-  decay, EMA, gradient accumulation, loss scaling or learning-rate schedule is set, and the hidden
-  activations are relu, tanh, sigmoid or linear. Works on any Keras backend.
+* **compiled** (``mnistlab.jitloop``) — a whole epoch of SGD per call into numba-compiled code,
+  the matrix products on numpy's OpenBLAS, two threads splitting each step by data (bit-identical
+  to one). Used for ``keras.optimizers.SGD`` (with or without momentum / Nesterov) when no
+  gradient clipping, weight decay, EMA, gradient accumulation, loss scaling or learning-rate
+  schedule is set, the hidden activations are relu, tanh, sigmoid or linear, and there is no
+  dropout. Works on any Keras backend.
+* **numpy** (``mnistlab.numpyloop``) — the same SGD written out with float32 numpy and OpenBLAS
+  sgemm into preallocated buffers, the first layer's two big products on two BLAS threads
+  (bit-identical to one). Used for SGD models with dropout, or where numba or numpy's OpenBLAS
+  is missing.
 * **scan** — the whole epoch as one jitted ``jax.lax.scan``: a hand-written forward pass,
   ``jax.grad`` and the optimizer's own ``stateless_apply``, so every Keras optimizer and every
   hyper-parameter works. Needs the JAX backend.
@@ -343,7 +347,8 @@ def fit_fast(
         y_val: int labels ``(M,)`` (or one-hot).
         epochs: index of the last epoch, as in ``fit`` (trains ``epochs - initial_epoch`` epochs).
         batch_size: samples per optimizer step; the last partial batch is a step too.
-        optimizer: a Keras optimizer instance; plain SGD runs on numpy, everything else on JAX.
+        optimizer: a Keras optimizer instance; plain SGD runs on numpy or compiled code, everything
+            else on JAX.
         seed: fixes the shuffling and dropout of every epoch.
         shuffle: reshuffle the training set every epoch (``permutation(seed, epoch, N)``).
         initial_epoch: epoch to start from when resuming; the model and optimizer variables must
