@@ -176,10 +176,8 @@ def _numpy_supported(plan: list[_Dense], optimizer) -> bool:
 
 def _jit_available(plan: list[_Dense]) -> bool:
     """Can the compiled loop (``mnistlab.jitloop``) train this plan here?"""
-    try:
-        from mnistlab.jitloop import available
-    except ImportError:
-        return False
+    from mnistlab.jitloop import available
+
     try:
         return available(plan)
     except ImportError:  # no numba, or numpy is not on OpenBLAS

@@ -28,18 +28,13 @@ _ALIGN = 16  # the first kernel's rows are split at a multiple of this (64-byte 
 
 
 def available(plan) -> bool:
-    """Can ``JitLoop`` train this plan here (numba importable, numpy on OpenBLAS, no dropout)?"""
-    from mnistlab import jitkernels  # noqa: F401  (the import is the check)
-
-    return not any(d.dropout for d in plan) and all(
-        d.activation in _codes() for d in plan[:-1]
-    )
-
-
-def _codes() -> dict[str, int]:
+    """Can ``JitLoop`` train this plan here? Raises ImportError without numba or without
+    numpy's OpenBLAS."""
     from mnistlab.jitkernels import ACTIVATIONS
 
-    return ACTIVATIONS
+    return not any(d.dropout for d in plan) and all(
+        d.activation in ACTIVATIONS for d in plan[:-1]
+    )
 
 
 def split_row(n_in: int, widths: list[int]) -> int:
@@ -70,15 +65,11 @@ class JitLoop(SgdLoop):
         super().__init__(plan, optimizer, batch_size, n_train, two)
         self.jk = jk
         widths = [d.kernel.shape[1] for d in plan]
-        rows = []
-        for d, w, b in zip(plan, self.w, self.b, strict=True):
-            w_off = w.__array_interface__["data"][0] - self.w_flat.__array_interface__["data"][0]
-            b_off = -4 if b is None else (
-                b.__array_interface__["data"][0] - self.w_flat.__array_interface__["data"][0]
-            )
-            rows.append([w_off // 4, d.kernel.shape[0], d.kernel.shape[1], b_off // 4])
-        self.layout = np.array(rows, np.int64)
-        self.acts = np.array([_codes()[d.activation] for d in plan[:-1]] + [0], np.int64)
+        self.layout = np.array(
+            [[k, *d.kernel.shape, b] for d, (k, b) in zip(plan, self.offsets, strict=True)],
+            np.int64,
+        )
+        self.acts = np.array([jk.ACTIVATIONS[d.activation] for d in plan[:-1]] + [0], np.int64)
         hidden = widths[:-1]
         self.hoff = np.concatenate([[0], np.cumsum([batch_size * w for w in hidden])]).astype(
             np.int64

@@ -31,9 +31,12 @@ class SgdLoop:
         self.w_flat = np.empty(sum(sizes), np.float32)
         self.g_flat = np.empty(sum(sizes), np.float32)
         self.w, self.b, self.gw, self.gb = [], [], [], []  # per Dense layer: views into the flats
+        self.offsets = []  # per Dense layer: where its kernel and bias start (-1: no bias)
         off = 0
         for d in plan:
+            starts = []
             for v, ws, gs in ((d.kernel, self.w, self.gw), (d.bias, self.b, self.gb)):
+                starts.append(off if v is not None else -1)
                 if v is None:
                     ws.append(None)
                     gs.append(None)
@@ -43,6 +46,7 @@ class SgdLoop:
                 gs.append(self.g_flat[off : off + size].reshape(v.shape))
                 ws[-1][...] = keras.ops.convert_to_numpy(v)
                 off += size
+            self.offsets.append(tuple(starts))
 
         self.lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         self.mom = np.float32(optimizer.momentum)
