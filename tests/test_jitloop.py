@@ -59,6 +59,11 @@ def test_fit_fast_trains_plain_sgd_with_the_compiled_loop(data, monkeypatch):
     run(data, keras.optimizers.SGD(0.05), epochs=1, model=mlp(dropout=0.2))
     assert len(made) == 1  # dropout: the numpy loop draws the masks
     assert jitloop.available(_plan(mlp())) and not jitloop.available(_plan(mlp(dropout=0.2)))
+    # no second compiled thread (no OpenMP): the numpy loop's two BLAS threads are faster
+    monkeypatch.setattr(jitkernels, "parallel_threads", lambda: 1)
+    assert not jitloop.available(_plan(mlp())) and jitloop.available(_plan(mlp()), 1)
+    run(data, keras.optimizers.SGD(0.05), epochs=1)
+    assert len(made) == 1 + (available_cores() < 2)
 
 
 @pytest.mark.parametrize(

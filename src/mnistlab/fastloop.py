@@ -174,12 +174,12 @@ def _numpy_supported(plan: list[_Dense], optimizer) -> bool:
     return plain and hidden_ok and isinstance(cfg["learning_rate"], float)
 
 
-def _jit_available(plan: list[_Dense]) -> bool:
-    """Can the compiled loop (``mnistlab.jitloop``) train this plan here?"""
+def _jit_available(plan: list[_Dense], most_threads: int) -> bool:
+    """Should the compiled loop (``mnistlab.jitloop``) train this plan here?"""
     from mnistlab.jitloop import available
 
     try:
-        return available(plan)
+        return available(plan, most_threads)
     except ImportError:  # no numba, or numpy is not on OpenBLAS
         return False
 
@@ -393,7 +393,7 @@ def fit_fast(
         controller = ThreadpoolController()
         blas_limit = lambda: controller.limit(limits=1, user_api="blas")  # noqa: E731
         with blas_limit():  # the start-up probe too: the caller's count comes back afterwards
-            if USE_JIT and _jit_available(plan):
+            if USE_JIT and _jit_available(plan, threads.most):
                 from mnistlab.jitloop import JitLoop
 
                 loop = JitLoop(plan, optimizer, batch_size, n_in, len(x), threads.most)

@@ -27,14 +27,18 @@ VAL_CHUNK = 2048  # rows per validation task: a fixed split, so the bits do not 
 _ALIGN = 16  # the first kernel's rows are split at a multiple of this (64-byte cache lines)
 
 
-def available(plan) -> bool:
-    """Can ``JitLoop`` train this plan here? Raises ImportError without numba or without
-    numpy's OpenBLAS."""
-    from mnistlab.jitkernels import ACTIVATIONS
+def available(plan, most_threads: int = 2) -> bool:
+    """Should ``JitLoop`` train this plan here, with up to ``most_threads`` threads?
 
-    return not any(d.dropout for d in plan) and all(
-        d.activation in ACTIVATIONS for d in plan[:-1]
-    )
+    Not with dropout, and not when two threads are wanted but numba cannot run two (no OpenMP or
+    TBB): one compiled thread (0.24 s/epoch on the tutorial's network) is slower than the numpy
+    loop's two BLAS threads (0.19 s). Raises ImportError without numba or numpy's OpenBLAS.
+    """
+    from mnistlab import jitkernels as jk
+
+    if any(d.dropout for d in plan) or any(d.activation not in jk.ACTIVATIONS for d in plan[:-1]):
+        return False
+    return most_threads < 2 or jk.parallel_threads() > 1
 
 
 def split_row(n_in: int, widths: list[int]) -> int:
