@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import keras
@@ -221,6 +224,60 @@ def test_threads_get_the_same_answers(predictor):
         parallel = list(pool.map(predictor.predict_proba, batches * 2))
     for got, want in zip(parallel, serial * 2, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
+def test_big_batches_match_the_model(activation):
+    """From 1,024 rows a plain Dense chain runs compiled on two threads (gelu: numpy still)."""
+    model = _mlp(activation)
+    x = _images(1500, seed=4)
+    expected = model.predict(x.astype(np.float32) / 255.0, verbose=0, batch_size=500)
+    predictor = Predictor.from_model(model)
+    got = predictor.predict_proba(x)
+    assert np.max(np.abs(got - expected)) < 1e-5
+    assert bool(predictor._compiled) == (activation != "gelu")
+
+
+def test_big_batches_agree_with_small_ones_whatever_the_input_type(predictor):
+    x = _images(2600, seed=9)
+    big = predictor.predict_proba(x)
+    assert predictor._compiled  # the compiled path ran
+    small = np.concatenate([predictor.predict_proba(x[i : i + 500]) for i in range(0, 2600, 500)])
+    np.testing.assert_allclose(big, small, atol=1e-6)
+    assert (big.argmax(1) == small.argmax(1)).all()
+    # a row's numbers do not depend on the batch around it (chunks start at multiples of 512)
+    np.testing.assert_array_equal(predictor.predict_proba(x[:1536]), big[:1536])
+    for variant in (x.astype(np.float32) / 255, x.astype(np.float32), x.astype(np.float64)):
+        np.testing.assert_allclose(predictor.predict_proba(variant), big, atol=1e-6)
+
+
+def test_big_batches_from_many_threads_at_once(predictor):
+    batches = [_images(1300, seed=s) for s in range(3)]
+    serial = [predictor.predict_proba(b) for b in batches]
+    with ThreadPoolExecutor(3) as pool:
+        parallel = list(pool.map(predictor.predict_proba, batches * 2))
+    for got, want in zip(parallel, serial * 2, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:os.fork")  # JAX's warning; the child never touches JAX
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_forked_child_predicts_big_batches(predictor):
+    """A server's forked worker: the helper thread of the parent does not exist there."""
+    x = _images(1100)
+    want = predictor.predict_proba(x)  # the helper thread starts in this process
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 when it gets the same numbers
+        os._exit(0 if np.array_equal(predictor.predict_proba(x), want) else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 # Pictures, with a model that has learnt digits -------------------------------------------------

@@ -70,6 +70,20 @@ class Threads:
             self._set(n)
 
     @contextlib.contextmanager
+    def single(self):
+        """One BLAS thread inside the block, the previous count after it. Process-wide: another
+        thread's products meanwhile run on one thread too (slower, never different)."""
+        if self._set is None:
+            yield
+            return
+        before = self._get()
+        self.set(1)
+        try:
+            yield
+        finally:
+            self.set(before)
+
+    @contextlib.contextmanager
     def pinned(self):
         """Keep the calling thread on the CPU it is on now and OpenBLAS' worker on another one;
         give both their CPU masks back afterwards.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ _IDENTITY_LAYERS = ("InputLayer", "Dropout", "AlphaDropout", "GaussianDropout", 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 _CHUNK = 2048  # rows per block in batch mode: few BLAS calls, activations stay in cache
+_COMPILED_ROWS = 1024  # batches from this size run in compiled code on two threads (jitforward)
+_COMPILED_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+_BIG_BATCH = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,11 @@ class Predictor:
         self._first_u8 = (
             _readonly(first.kernel / np.float32(255.0)) if isinstance(first, _Dense) else None
         )
+        dense = [op for op in self._ops if isinstance(op, _Dense)]
+        plain = len(dense) == len(self._ops) and all(
+            op.activation in _COMPILED_ACTIVATIONS for op in dense[:-1]
+        )
+        self._compiled = None if plain else False  # built at the first big batch, False: never
 
     @property
     def num_classes(self) -> int:
@@ -264,6 +273,17 @@ class Predictor:
         n = len(x)
         if n == 0:
             return np.zeros((0, self.num_classes), np.float32)
+        if n >= _COMPILED_ROWS and x.dtype in (np.uint8, np.float32):
+            forward = self._compiled_forward()
+            if forward is not None:
+                from mnistlab.blas import available_cores
+
+                # One big batch at a time: it already uses both cores, and the BLAS thread count
+                # it sets is process-wide (two batches toggling it would leave it wrong, and a
+                # product's bits depend on it).
+                with _BIG_BATCH, _blas().single():
+                    return forward(np.ascontiguousarray(x), 1 / 255 if from_255 else 1,
+                                   two=available_cores() > 1)
         rows = min(n, _CHUNK)
         widths = [op.kernel.shape[1] for op in self._ops if isinstance(op, _Dense)]
         buffers = [np.empty((rows, w), np.float32) for w in widths]
@@ -277,6 +297,20 @@ class Predictor:
                 block = convert[:m]
             out[start : start + m] = self._layers(block, buffers, m, from_255)
         return out
+
+    def _compiled_forward(self):
+        """The compiled forward pass (``mnistlab.jitforward``) of a plain Dense chain, or None
+        (other layers, or no numba / OpenBLAS here)."""
+        if self._compiled is None:
+            try:
+                from mnistlab.jitforward import Forward
+
+                self._compiled = Forward.from_layers(
+                    [(op.kernel, op.bias, op.activation) for op in self._ops]
+                )
+            except (ImportError, KeyError):
+                self._compiled = False
+        return self._compiled or None
 
     def _layers(self, h: np.ndarray, buffers, m: int, from_255: bool) -> np.ndarray:
         # ``h`` may be the caller's array: nothing is written to it until a layer has made a
@@ -419,6 +453,13 @@ class Predictor:
 
 
 # Model extraction -------------------------------------------------------------------------------
+
+
+@functools.cache
+def _blas():
+    from mnistlab.blas import Threads
+
+    return Threads()
 
 
 def _numpy(v) -> np.ndarray:

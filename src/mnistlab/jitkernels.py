@@ -303,57 +303,55 @@ def epoch_one(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, bu
             _update(t, k, cut, mom, nesterov, plain, net, buf)
 
 
-def _as_float(x, scale):
-    """Rows ``x`` as float32 times ``scale``; float32 rows are used as they are (scale 1)."""
+def _rows_in(x, s, e, scale, buf):
+    """Rows ``x[s:e]`` as float32 times ``scale``: converted into ``buf``, or for float32 rows
+    with scale 1, ``x[s:e]`` itself."""
     raise NotImplementedError("only for compiled code")
 
 
-@overload(_as_float)
-def _as_float_compiled(x, scale):
-    if x.dtype == types.float32:
-        return lambda x, scale: x
-
-    def convert(x, scale):
-        a = np.empty((x.shape[0], x.shape[1]), np.float32)
-        for r in range(x.shape[0]):
-            for c in range(x.shape[1]):
-                a[r, c] = np.float32(x[r, c]) * scale
-        return a
-
-    return convert
+@njit(cache=True, nogil=True)
+def _convert_rows(x, s, e, scale, buf):
+    for r in range(e - s):
+        for c in range(x.shape[1]):
+            buf[r, c] = np.float32(x[s + r, c]) * scale
+    return buf[: e - s]
 
 
-@njit(cache=True)
-def _predict_rows(x, scale, w_flat, layout, acts, out):
-    """Softmax probabilities of rows ``x`` into ``out``."""
-    rows = x.shape[0]
-    a = _as_float(x, scale)
+@overload(_rows_in)
+def _rows_in_compiled(x, s, e, scale, buf):
+    if x.dtype != types.float32:
+        return lambda x, s, e, scale, buf: _convert_rows(x, s, e, scale, buf)
+    return lambda x, s, e, scale, buf: (
+        x[s:e] if scale == 1 else _convert_rows(x, s, e, scale, buf)
+    )
+
+
+@njit(cache=True, nogil=True)
+def forward_rows(x, scale, w_flat, layout, acts, chunk, out):
+    """Softmax probabilities of rows ``x`` into ``out``, ``chunk`` rows at a time (each chunk's
+    pixels are converted into a scratch that is still in cache for the first product). Each
+    chunk's numbers do not depend on the rest, so splitting ``x`` at multiples of ``chunk``
+    gives the same bits. Releases the GIL."""
+    n = x.shape[0]
+    rows = min(chunk, n)
     last = layout.shape[0] - 1
+    widths = 1
     for j in range(last):
-        h = np.empty((rows, layout[j, 2]), np.float32)
-        _mm(False, False, 1.0, a, _kernel(w_flat, layout, j), 0.0, h)
-        _bias_act(h, _bias(w_flat, layout, j), acts[j])
-        a = h
-    _mm(False, False, 1.0, a, _kernel(w_flat, layout, last), 0.0, out)
-    _softmax_rows(out, _bias(w_flat, layout, last))
-
-
-@njit(cache=True, parallel=True)
-def predict_two(x, scale, w_flat, layout, acts, chunk, out):
-    """Probabilities ``(N, C)`` of rows ``x``, ``chunk`` rows at a time on two threads."""
-    for i in prange((x.shape[0] + chunk - 1) // chunk):
-        s = i * chunk
-        e = min(s + chunk, x.shape[0])
-        _predict_rows(x[s:e], scale, w_flat, layout, acts, out[s:e])
-
-
-@njit(cache=True)
-def predict_one(x, scale, w_flat, layout, acts, chunk, out):
-    """``predict_two`` on one thread: the same bits (the chunks do not depend on the threads)."""
-    for i in range((x.shape[0] + chunk - 1) // chunk):
-        s = i * chunk
-        e = min(s + chunk, x.shape[0])
-        _predict_rows(x[s:e], scale, w_flat, layout, acts, out[s:e])
+        widths += layout[j, 2]
+    buf = np.empty((rows, x.shape[1]), np.float32)
+    hidden = np.empty(rows * widths, np.float32)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        a = _rows_in(x, s, e, scale, buf)
+        off = 0
+        for j in range(last):
+            h = hidden[off : off + (e - s) * layout[j, 2]].reshape(e - s, layout[j, 2])
+            off += (e - s) * layout[j, 2]
+            _mm(False, False, 1.0, a, _kernel(w_flat, layout, j), 0.0, h)
+            _bias_act(h, _bias(w_flat, layout, j), acts[j])
+            a = h
+        _mm(False, False, 1.0, a, _kernel(w_flat, layout, last), 0.0, out[s:e])
+        _softmax_rows(out[s:e], _bias(w_flat, layout, last))
 
 
 def compiled_before() -> bool:

@@ -21,9 +21,9 @@ import sys
 
 import numpy as np
 
+from mnistlab.jitforward import Forward
 from mnistlab.sgdloop import SgdLoop
 
-VAL_CHUNK = 2048  # rows per validation task: a fixed split, so the bits do not depend on threads
 _ALIGN = 16  # the first kernel's rows are split at a multiple of this (64-byte cache lines)
 
 
@@ -89,6 +89,7 @@ class JitLoop(SgdLoop):
             np.empty((2, max(widths)), f32),  # per-thread bias-gradient sums
         )
         self.cut = split_row(n_in, widths)
+        self.forward = Forward(self.w_flat, self.layout, self.acts)  # the weights as they train
 
     def _run(self, x, y_ord, order, rng, two: bool) -> int:
         epoch = self.jk.epoch_two if two else self.jk.epoch_one
@@ -99,11 +100,7 @@ class JitLoop(SgdLoop):
         return -(-len(order) // self.bs)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((len(x), self.layout[-1, 2]), np.float32)
-        if len(x):
-            run = self.jk.predict_two if self.two else self.jk.predict_one
-            run(x, _scale(x), self.w_flat, self.layout, self.acts, VAL_CHUNK, out)
-        return out
+        return self.forward(x, _scale(x), self.two)
 
 
 def _scale(x: np.ndarray) -> np.float32:
