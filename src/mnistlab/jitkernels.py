@@ -1,4 +1,5 @@
-"""Compiled (numba) kernels of ``mnistlab.jitloop``: a whole epoch of plain SGD in one call.
+"""Compiled (numba) kernels: a whole epoch of plain SGD in one call (``mnistlab.jitloop``) and a
+Dense network's forward pass (``forward_rows``, for ``mnistlab.jitforward``).
 
 Importing this module compiles nothing: numba compiles each kernel on its first call, per input
 type, and keeps the machine code in a cache folder (``cache_dir``), so later processes load it in
@@ -8,8 +9,8 @@ thread per call); everything between them is a loop numba turns into vector code
 Two threads split every step by data, not inside the products: each takes half the batch through
 the forward and backward pass, then each updates its own share of the parameters (the first
 kernel's rows ``[0, cut)`` or ``[cut, n_in)`` plus all the rest), with the whole batch. Which
-thread computes a number never changes how it is computed, so one thread (the ``*_one`` kernels,
-the same work in sequence) gives the same bits as two.
+thread computes a number never changes how it is computed, so one thread (``epoch_one``, the
+same work in sequence) gives the same bits as two.
 
 The network is given as flat float32 buffers and an int64 ``layout`` of shape ``(L, 4)``: per
 Dense layer the offset of its kernel in the flat parameters, its inputs, its outputs and the offset
