@@ -356,9 +356,15 @@ def forward_rows(x, scale, w_flat, layout, acts, chunk, out):
 
 
 def compiled_before() -> bool:
-    """Has this machine compiled the epoch kernel before (is it in the cache folder)?"""
-    folder = Path(numba.config.CACHE_DIR or cache_dir())
-    return folder.is_dir() and any(folder.rglob("jitkernels.epoch_two-*.nbi"))
+    """Is this file's epoch kernel in the cache, newer than the file (so it will be loaded)?"""
+    try:
+        folder = Path(epoch_two._cache._cache_path)  # numba's own place for this source file
+    except AttributeError:  # another numba: look anywhere in the cache
+        folder = Path(numba.config.CACHE_DIR or cache_dir())
+    source = Path(__file__).stat().st_mtime
+    return folder.is_dir() and any(
+        p.stat().st_mtime >= source for p in folder.rglob("jitkernels.epoch_two-*.nbi")
+    )
 
 
 def parallel_threads() -> int:
