@@ -7,9 +7,10 @@ loops without any Python between them. Two threads split each step by data (each
 batch forward and backward, then updates its share of the parameters), which does not change a
 bit of the result, so the faster of one or two threads is chosen per epoch as in the numpy loop.
 
-Measured on the tutorial's network (2-vCPU VM, full-size Fashion-MNIST, 329 steps of 128):
-0.115 s of training and 0.023 s of validation per epoch on two threads, 0.20 + 0.04 s on one;
-the numpy loop in the same sitting 0.165 + 0.025 s.
+Measured on the tutorial's network (2-vCPU VM, full-size Fashion-MNIST, 329 steps of 128): a
+prototype of this loop took 0.115 s of training per epoch on two threads (0.20 s on one), the
+numpy loop 0.165 s in the same process; ``mnistlab train`` now runs 0.133-0.143 s per epoch with
+validation (``bench/performance.py``).
 
 Not for dropout (the numpy loop draws its masks with numpy's generator) and only where numba
 and numpy's OpenBLAS are there: ``available(plan)`` says.
