@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from reportkit import check_png, write_run
 
-from mnistlab.compare import compare_runs
 from mnistlab.errors import RunError
+from mnistlab.report import compare_runs
 
 
 @pytest.fixture(scope="module")

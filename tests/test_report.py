@@ -115,7 +115,7 @@ def test_run_strings_are_html_escaped(tmp_path):
     )
     raw = build_report(run).read_text(encoding="utf-8")
     assert evil not in raw and "<iframe" not in raw and "onerror=alert(1)>" not in raw
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in raw
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in raw
     assert "a&amp;b" in raw
     page = assert_embeds_every_figure(run / "report.html")
     assert "iframe" not in page.tags

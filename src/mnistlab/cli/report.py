@@ -30,7 +30,7 @@ def report_cmd(run, no_graphviz):
 )
 def compare_cmd(runs, out):
     """Compare two or more runs: config differences, metrics and validation curves."""
-    from mnistlab.compare import compare_runs
+    from mnistlab.report import compare_runs
 
     result = compare_runs(runs, out=out)
     click.echo(result.table())

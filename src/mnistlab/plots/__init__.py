@@ -14,9 +14,15 @@ from mnistlab.plots.images import (
     weight_mosaic,
     weights_figure,
 )
-from mnistlab.plots.results import confidence_figure, confusion_figure, curves_figure
+from mnistlab.plots.results import (
+    compare_curves_figure,
+    confidence_figure,
+    confusion_figure,
+    curves_figure,
+)
 
 __all__ = [
+    "compare_curves_figure",
     "confidence_figure",
     "confusion_figure",
     "curves_figure",

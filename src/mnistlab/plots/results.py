@@ -42,6 +42,33 @@ def curves_figure(history: list[dict]) -> Figure:
     return fig
 
 
+def compare_curves_figure(histories: list[list[dict]], labels: list[str]) -> Figure:
+    """Validation loss and accuracy of several runs on shared axes (``mnistlab compare``).
+
+    Args:
+        histories: per run, the rows of its ``history.csv`` (``epoch``, ``val_loss``,
+            ``val_accuracy``); a run with no rows yet draws nothing.
+        labels: per run, the legend entry (drawn as plain text, never as math).
+    """
+    fig = new_figure(11, 4.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for rows, label in zip(histories, labels, strict=True):
+        epochs = [r["epoch"] for r in rows]
+        marker = "o" if len(epochs) <= 20 else None
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], marker=marker, label=label)
+        ax_acc.plot(epochs, [r["val_accuracy"] for r in rows], marker=marker, label=label)
+    for ax, name in ((ax_loss, "validation loss"), (ax_acc, "validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(name)
+        ax.set_title(name.capitalize())
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8)
+    for text in ax_acc.get_legend().get_texts():
+        text.set_parse_math(False)
+    return fig
+
+
 def confusion_figure(matrix, class_names) -> Figure:
     """Annotated confusion-matrix heatmap: true labels on rows, predicted labels on columns.
 
