@@ -70,3 +70,33 @@ def test_cli_compare(two_runs, tmp_path):
     result = CliRunner().invoke(cli, ["compare", str(two_runs[0])])
     assert result.exit_code == 1
     assert result.output.startswith("Error: compare needs at least two run directories")
+
+
+def test_compare_html_escapes_run_names_and_config_strings(tmp_path):
+    from html.parser import HTMLParser
+
+    evil = "<script>alert('x')</script>"
+    name = "<img src=x onerror=alert(1)>"
+    a = write_run(tmp_path, name=name, dataset=evil)
+    b = write_run(tmp_path, name="plain")
+    result = compare_runs([a, b], out=tmp_path / "cmp")
+    assert dict(result.config_diff)["data.dataset"] == [repr(evil), "'digits'"]
+    raw = result.html_path.read_text(encoding="utf-8")
+    assert "<script" not in raw and "<img src=x" not in raw
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.text = [], ""
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.text += data
+
+    page = Text()
+    page.feed(raw)
+    assert page.tags.count("img") == 1 and "script" not in page.tags
+    assert name in page.text and repr(evil) in page.text  # shown as text, not as markup
+    assert "mnistlab compare: 2 runs" in page.text

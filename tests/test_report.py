@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,9 @@ from reportkit import check_png, write_run
 
 from mnistlab.errors import RunError
 from mnistlab.report import FIGURES, build_report, parity_verdict
+from mnistlab.report.kit import environment
+from mnistlab.report.page import render_report
+from mnistlab.runs import load_run
 
 FASHION = (
     "T-shirt/top",
@@ -46,6 +51,37 @@ class _Page(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
+
+
+class _Sections(HTMLParser):
+    """Splits a page by ``<section id=...>``: per id, its visible text and its number of <img>."""
+
+    def __init__(self):
+        super().__init__()
+        self.order, self.text, self.images, self._open = [], {}, {}, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "section":
+            sid = dict(attrs)["id"]
+            self.order.append(sid)
+            self.text[sid], self.images[sid] = "", 0
+            self._open.append(sid)
+        elif tag == "img" and self._open:
+            self.images[self._open[-1]] += 1
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self._open.pop()
+
+    def handle_data(self, data):
+        if self._open:
+            self.text[self._open[-1]] += data
+
+
+def sections(html: str) -> _Sections:
+    page = _Sections()
+    page.feed(html)
+    return page
 
 
 def parse(path) -> _Page:
@@ -221,3 +257,129 @@ def test_real_training_on_digits_builds_the_report(tmp_path):
     page = assert_embeds_every_figure(report)
     assert "Not comparable" in page.full_text
     assert "2 of 2" in page.full_text
+
+
+# --- the template kit and each section ---------------------------------------------------------
+
+SECTIONS = [
+    "summary",
+    "parity",
+    "data",
+    "model",
+    "curves",
+    "metrics",
+    "confusion",
+    "prediction",
+    "mistakes",
+    "confidence",
+    "weights",
+    "exports",
+    "provenance",
+]
+FIGURE_SECTION = {
+    "data": "samples",
+    "model": "model",
+    "curves": "curves",
+    "confusion": "confusion",
+    "prediction": "prediction",
+    "mistakes": "mistakes",
+    "confidence": "confidence",
+    "weights": "weights",
+}
+
+
+def test_the_template_environment_escapes_values_and_macro_arguments():
+    env = environment()
+    evil = "<script>alert('x')</script>"
+    assert env.from_string("<p>{{ x }}</p>").render(x=evil) == (
+        "<p>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</p>"
+    )
+    macros = env.get_template("macros.html.j2").module
+    table = str(macros.table([evil], [[evil, "<b>"]]))
+    pairs = str(macros.pairs([(evil, "<i>")]))
+    assert "<script" not in table + pairs and "<b>" not in table and "<i>" not in pairs
+    assert table.count("&lt;script&gt;") == 2 and "&lt;b&gt;" in table and "&lt;i&gt;" in pairs
+
+
+def test_every_section_renders_with_its_content(tmp_path):
+    run = write_run(tmp_path)
+    (run / "export.json").write_text(
+        json.dumps({"formats": {"tflite": {"path": "model.tflite", "ok": False}}})
+    )
+    page = sections(build_report(run).read_text(encoding="utf-8"))
+    assert page.order == SECTIONS
+    for sid in SECTIONS:
+        assert page.images[sid] == (1 if sid in FIGURE_SECTION else 0), sid
+    expected = {
+        "summary": ["seed", "111", "3 of 3", "sgd, learning rate 0.01, batch 16", "5.0 s"],
+        "parity": ["Tutorial parity", "0.9639", "87,374", "Not comparable"],
+        "data": ["(70, 8, 8)", "(30, 10)", "10 classes: 0, 1, 2", "test fixture", "seed 111"],
+        "model": ["dense1", "Dense (relu)", "(None, 16)", "total", "drawn "],
+        "curves": ["Lowest validation loss 0.7333 at epoch 3"],
+        "metrics": ["Test accuracy", "on 60 test images", "f1-score", "macro avg"],
+        "confidence": ["How sure the model is"],
+        "exports": ["model.tflite", "NO"],
+        "provenance": ["keras", "mnistlab train --dataset digits", "dataset: data.npz", "ab" * 32],
+    }
+    for sid, needles in expected.items():
+        for needle in needles:
+            assert needle in page.text[sid], (sid, needle)
+
+
+def test_sections_without_their_optional_parts(tmp_path):
+    """No figures, an unreadable export.json, no weights figure: each place says so or stays empty."""
+    run = load_run(write_run(tmp_path))
+    (run.path / "export.json").write_text("{not json")
+    layers = [
+        {
+            "name": "dense1",
+            "type": "Dense",
+            "activation": "relu",
+            "output_shape": "(None, 16)",
+            "params": 1040,
+        },
+    ]
+    note = "not drawn: the first Dense layer does not see the raw image pixels"
+    html = render_report(run, layers, pngs={}, notes={"weights": note, "model": "drawn by hand"})
+    page = sections(html)
+    assert page.order == SECTIONS
+    assert sum(page.images.values()) == 0
+    assert note in page.text["weights"] and "drawn by hand" in page.text["model"]
+    assert "export.json is unreadable" in page.text["exports"]
+    assert "1,040" in page.text["model"]
+    (run.path / "export.json").unlink()
+    assert "exports" not in sections(render_report(run, layers, {}, {})).order
+
+
+def test_config_strings_manifest_strings_and_the_run_name_are_escaped(tmp_path):
+    evil = "<script>alert('x')</script>"
+    name = "<img src=x onerror=alert(1)>"
+    run = write_run(tmp_path, name=name, dataset=evil)  # config data.dataset and manifest
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["dataset"]["source"] = "<b>source</b>"
+    manifest["versions"]["<i>lib</i>"] = "<u>1.0</u>"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    raw = build_report(run).read_text(encoding="utf-8")
+    for markup in ("<script", "<img src=x", "<b>source", "<i>lib", "<u>1.0"):
+        assert markup not in raw, markup
+    page = sections(raw)
+    assert evil in page.text["summary"] and evil in page.text["parity"]
+    assert "<b>source</b>" in page.text["data"]
+    assert name in page.text["provenance"] and "<u>1.0</u>" in page.text["provenance"]
+    assert "<title>mnistlab report: &lt;img src=x onerror=alert(1)&gt;</title>" in raw
+
+
+def test_templates_and_css_are_package_data():
+    """Every non-Python file of mnistlab/report is matched by pyproject's package-data globs."""
+    root = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    patterns = setup["setuptools"]["package-data"]["mnistlab.report"]
+    package = root / "src" / "mnistlab" / "report"
+    shipped = {p for pattern in patterns for p in package.glob(pattern)}
+    files = {
+        p
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    }
+    assert len(files) >= 10  # the templates and the stylesheet
+    assert files <= shipped, sorted(str(p.relative_to(package)) for p in files - shipped)
