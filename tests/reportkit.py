@@ -60,12 +60,8 @@ def write_run(
     status="complete",
 ) -> Path:
     """Write a complete run directory by hand, following RUNDIR.md exactly (tiny arrays)."""
-    rng = np.random.default_rng(seed)
     run = Path(root) / name
     run.mkdir(parents=True)
-    h, w = image_shape
-    c = len(class_names)
-
     (run / "config.toml").write_text(
         f'preset = "tutorial"\nseed = {seed}\n{config_extra}\n'
         f'[data]\ndataset = "{dataset}"\nval_fraction = 0.3\n\n'
@@ -74,6 +70,55 @@ def write_run(
     )
     split = np.arange(100)
     np.savez(run / "split.npz", train_idx=split[:70], val_idx=split[70:])
+    labels, predicted = _write_arrays(
+        run, np.random.default_rng(seed), image_shape, len(class_names), n_test, all_correct
+    )
+    _write_history(run, epochs)
+    _write_metrics(run, labels, predicted, class_names)
+
+    model = tiny_model(image_shape, len(class_names), seed=seed)
+    model.save(run / "model.keras")
+    model.save(run / "model.h5")
+    (run / "summary.txt").write_text("Model: mnist_mlp\n")
+    (run / "architecture.json").write_text(model.to_json())
+    (run / "preprocess.json").write_text(json.dumps({"image_size": list(image_shape)}))
+
+    manifest = {
+        "mnistlab_version": "0.1.0",
+        "status": status,
+        "command": list(command),
+        "seed": seed,
+        "preset": "tutorial",
+        "dataset": {
+            "name": dataset,
+            "source": "test fixture",
+            "sha256": {"data.npz": "ab" * 32},
+            "image_shape": list(image_shape),
+            "num_classes": len(class_names),
+            "class_names": list(class_names),
+            "n_train": 70,
+            "n_val": 30,
+            "n_test": n_test,
+            "notes": "",
+        },
+        "split_file": "split.npz",
+        "versions": {"python": "3.11", "keras": "3", "numpy": "2"},
+        "backend": "jax",
+        "platform": "test",
+        "started": "2025-01-01T00:00:00",
+        "finished": "2025-01-01T00:00:05",
+        "duration_s": 5.0,
+        "epochs_done": epochs,
+        "params": int(model.count_params()),
+        "files": {"model.keras": _sha(run / "model.keras"), "model.h5": _sha(run / "model.h5")},
+    }
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def _write_arrays(run: Path, rng, image_shape, c: int, n_test: int, all_correct: bool):
+    """Write samples.npz and predictions.npz; return the test labels and the predicted labels."""
+    h, w = image_shape
     # Images with structure (a bright bar placed by the label) so tiles are not blank.
     labels = (np.arange(n_test) % c).astype(np.int64)
     images = rng.integers(0, 60, size=(n_test, h, w), dtype=np.uint8)
@@ -104,13 +149,20 @@ def write_run(
         predicted=predicted,
         images=images,
     )
+    return labels, predicted
 
+
+def _write_history(run: Path, epochs: int) -> None:
     with open(run / "history.csv", "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"])
         for e in range(1, epochs + 1):
             wr.writerow([e, 2.0 / e, 1 - 0.6 / e, 2.2 / e, 1 - 0.7 / e, 0.5])
 
+
+def _write_metrics(run: Path, labels, predicted, class_names) -> None:
+    """Write metrics.json (computed from the labels) and classification_report.txt."""
+    c, n_test = len(class_names), len(labels)
     cm = np.zeros((c, c), dtype=np.int64)
     np.add.at(cm, (labels, predicted), 1)
     per_class = {}
@@ -140,42 +192,3 @@ def write_run(
     }
     (run / "metrics.json").write_text(json.dumps(metrics))
     (run / "classification_report.txt").write_text("report\n")
-
-    model = tiny_model(image_shape, c, seed=seed)
-    model.save(run / "model.keras")
-    model.save(run / "model.h5")
-    (run / "summary.txt").write_text("Model: mnist_mlp\n")
-    (run / "architecture.json").write_text(model.to_json())
-    (run / "preprocess.json").write_text(json.dumps({"image_size": list(image_shape)}))
-
-    manifest = {
-        "mnistlab_version": "0.1.0",
-        "status": status,
-        "command": list(command),
-        "seed": seed,
-        "preset": "tutorial",
-        "dataset": {
-            "name": dataset,
-            "source": "test fixture",
-            "sha256": {"data.npz": "ab" * 32},
-            "image_shape": list(image_shape),
-            "num_classes": c,
-            "class_names": list(class_names),
-            "n_train": 70,
-            "n_val": 30,
-            "n_test": n_test,
-            "notes": "",
-        },
-        "split_file": "split.npz",
-        "versions": {"python": "3.11", "keras": "3", "numpy": "2"},
-        "backend": "jax",
-        "platform": "test",
-        "started": "2025-01-01T00:00:00",
-        "finished": "2025-01-01T00:00:05",
-        "duration_s": 5.0,
-        "epochs_done": epochs,
-        "params": int(model.count_params()),
-        "files": {"model.keras": _sha(run / "model.keras"), "model.h5": _sha(run / "model.h5")},
-    }
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    return run
