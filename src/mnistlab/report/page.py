@@ -70,9 +70,9 @@ def summary_section(run) -> list[tuple[str, object]]:
 def parity_section(run, params: int) -> dict:
     """The run next to the tutorial's numbers (``rows``) and a verdict that fits the dataset."""
     acc, loss = run.metrics.get("test_accuracy"), run.metrics.get("test_loss")
-    name = _dataset(run).get("name", "?")
+    name = _dataset(run).get("name")
     verdict = parity_verdict(
-        "custom" if run.config.data.path else _dataset(run).get("name", "custom"),
+        "custom" if run.config.data.path or not name else name,
         float(acc or 0.0),
         params,
         recipe_differences(run.config),
@@ -81,7 +81,7 @@ def parity_section(run, params: int) -> dict:
         ["test accuracy", num(TUTORIAL["test_accuracy"]), num(acc)],
         ["test loss", num(TUTORIAL["test_loss"]), num(loss)],
         ["parameters", f"{TUTORIAL['params']:,}", f"{params:,}"],
-        ["dataset", "mnist", name],
+        ["dataset", "mnist", name or "?"],
     ]
     return {"rows": rows, "verdict": verdict}
 
