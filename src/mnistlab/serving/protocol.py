@@ -1,0 +1,99 @@
+"""A deadline and a size cap on each request's line and headers (uvicorn has neither).
+
+uvicorn's ``timeout_keep_alive`` closes idle connections between requests, but nothing bounds
+the time a client may take to send a request's headers: one that opens a connection and sends
+a byte every few seconds holds it (and its memory) forever, and httptools buffers headers of any
+size. ``HeadGuardProtocol`` is uvicorn's httptools protocol plus both bounds: from the moment a
+connection opens, or a new request's first byte arrives on a kept-alive one, the request line
+and headers must be complete within ``head_timeout`` seconds and ``max_head_bytes`` bytes, or the
+client gets 408 / 431 and the connection is closed. Only the parser's callbacks and asyncio's
+protocol methods are overridden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mnistlab.serving.limits import ServerLimits
+
+log = logging.getLogger(__name__)
+
+
+class HeadGuardProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a time and size limit on each request head.
+
+    Use ``guarded_protocol(limits)`` to get a subclass with the limits set.
+    """
+
+    head_timeout: float = ServerLimits.head_timeout
+    max_head_bytes: int = ServerLimits.max_head_bytes
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_bytes = 0
+        self.in_head = True  # waiting for a request line and headers
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.in_head and not self.transport.is_closing():
+            # Still inside a head after this chunk: count all of it (at most one chunk more
+            # than the head itself), so memory stays bounded whatever the parser buffers.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head_bytes:
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"the request line and headers are too large: the limit is "
+                             f"{self.max_head_bytes:,} bytes; received {self.head_bytes:,}")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head = True
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        if self.head_timer is None:  # a request's deadline counts from its connection or byte 1
+            self.head_timer = self.loop.call_later(self.head_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _too_slow(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing() or not self.in_head:
+            return
+        self._refuse(408, "Request Timeout",
+                     f"the request line and headers arrived too slowly: they must arrive within "
+                     f"{self.head_timeout:g} s; received {self.head_bytes:,} bytes in that time")
+
+    def _refuse(self, status: int, reason: str, detail: str) -> None:
+        log.info("closing %s: %s", self.client, detail)
+        self._disarm()
+        self.in_head = False
+        body = json.dumps({"detail": detail}).encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body))
+        self.transport.close()
+
+
+def guarded_protocol(limits: ServerLimits) -> type[HeadGuardProtocol]:
+    """``HeadGuardProtocol`` with ``limits.head_timeout`` and ``limits.max_head_bytes``."""
+    return type("HeadGuardProtocol", (HeadGuardProtocol,), {
+        "head_timeout": limits.head_timeout, "max_head_bytes": limits.max_head_bytes})
