@@ -5,9 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,31 +14,14 @@ from click.testing import CliRunner
 
 from mnistlab.cli import cli
 
-from .conftest import photo_of
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import photo_of, running
 
 
 @pytest.fixture(scope="module")
 def server(app):
-    """The session's app served by uvicorn in a thread; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    """The session's app served as ``mnistlab serve`` serves it; yields its base URL."""
+    with running(app) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 def test_concurrent_requests_get_the_same_answers_as_sequential_ones(server, app, test_digits):

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from mnistlab.serving.bodies import body_kind, read_files, read_json
 from mnistlab.serving.openapi import ERRORS, body_doc
 from mnistlab.serving.pixels import to_array
+from mnistlab.serving.routing import answer_head
 from mnistlab.serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -74,6 +75,9 @@ async def predict_batch(request: Request, return_image: ReturnImage = False):
     blobs = await read_files(request, "files", limit=max_batch)
     answers = await run_in_threadpool(_predict_files, predictor, blobs, return_image)
     return _json(BatchResponse(predictions=answers))
+
+
+answer_head(router)
 
 
 # Pictures -> predictions -------------------------------------------------------------------------

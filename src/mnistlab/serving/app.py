@@ -9,7 +9,6 @@ upload. Run it with ``mnistlab.serving.server.serve``, which adds the connection
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -18,6 +17,7 @@ from mnistlab.serving import api, page
 from mnistlab.serving.limits import BodyLimit, ServerLimits
 from mnistlab.serving.openapi import document
 from mnistlab.serving.problems import add_error_handlers
+from mnistlab.serving.routing import answer_head
 from mnistlab.serving.schemas import ModelInfo
 from mnistlab.serving.served import load_served
 
@@ -60,21 +60,7 @@ def create_app(source, *, model_file: bool = False, limits: ServerLimits | None 
     app.mount("/static", StaticFiles(directory=str(page.STATIC)), name="static")
     app.include_router(page.router)
     app.include_router(api.router)
-    answer_head(app)
+    answer_head(app.router)  # the docs pages; page and api routers did their own
     document(app, served.predictor.image_size)
     return app
 
-
-def answer_head(app: FastAPI) -> None:
-    """Let every GET route (the docs pages included) answer HEAD too.
-
-    FastAPI routes answer only the methods they declare; Starlette's mounts (``/static``)
-    already answer HEAD. The HEAD twins stay out of the OpenAPI schema; uvicorn sends their
-    headers without the body.
-    """
-    for route in list(app.router.routes):
-        if isinstance(route, APIRoute) and "GET" in route.methods and "HEAD" not in route.methods:
-            app.router.add_api_route(route.path, route.endpoint, methods=["HEAD"],
-                                     response_model=route.response_model,
-                                     response_class=route.response_class,
-                                     include_in_schema=False, name=f"{route.name}_head")

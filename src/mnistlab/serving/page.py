@@ -7,6 +7,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from mnistlab.serving.routing import answer_head
 from mnistlab.serving.schemas import Health
 
 STATIC = resources.files("mnistlab.serving") / "static"
@@ -46,3 +47,6 @@ async def readyz(request: Request):
     if getattr(request.app.state, "predictor", None) is None:
         return JSONResponse({"status": "loading"}, status_code=503)
     return Health(status="ready")
+
+
+answer_head(router)

@@ -35,8 +35,10 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.head_timer: asyncio.TimerHandle | None = None
-        self.head_bytes = 0
+        self.head_bytes = 0  # received since the head began, counted per chunk
+        self.parsed_bytes = 0  # request line and headers parsed so far
         self.in_head = True  # waiting for a request line and headers
+        self.refused = False  # answered 408/431: ignore whatever else arrives
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -44,26 +46,61 @@ class HeadGuardProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         super().data_received(data)
-        if self.in_head and not self.transport.is_closing():
-            # Still inside a head after this chunk: count all of it (at most one chunk more
-            # than the head itself), so memory stays bounded whatever the parser buffers.
+        if self.in_head and not self.refused and not self.transport.is_closing():
+            # Still inside a head after this chunk: count all of it, so memory stays bounded
+            # (the limit plus one chunk) however the parser buffers a header being received.
             self.head_bytes += len(data)
             if self.head_bytes > self.max_head_bytes:
-                self._refuse(431, "Request Header Fields Too Large",
-                             f"the request line and headers are too large: the limit is "
-                             f"{self.max_head_bytes:,} bytes; received {self.head_bytes:,}")
+                self._too_large(self.head_bytes)
+
+    # httptools parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.refused:
+            return
         super().on_message_begin()
         self.in_head = True
+        self.parsed_bytes = 0
         self._arm()
 
+    def on_url(self, url: bytes) -> None:
+        if self._count(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._count(len(name) + len(value) + 4):  # ": " and CRLF
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self.refused:
+            return
         self.in_head = False
         self.head_bytes = 0
         self._disarm()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+
+    # The guard
+
+    def _count(self, n: int) -> bool:
+        """Add ``n`` parsed head bytes; False once the request is refused."""
+        if self.refused:
+            return False
+        self.parsed_bytes += n
+        if self.parsed_bytes > self.max_head_bytes:
+            self._too_large(self.parsed_bytes)
+            return False
+        return True
 
     def _arm(self) -> None:
         if self.head_timer is None:  # a request's deadline counts from its connection or byte 1
@@ -82,10 +119,16 @@ class HeadGuardProtocol(HttpToolsProtocol):
                      f"the request line and headers arrived too slowly: they must arrive within "
                      f"{self.head_timeout:g} s; received {self.head_bytes:,} bytes in that time")
 
+    def _too_large(self, received: int) -> None:
+        self._refuse(431, "Request Header Fields Too Large",
+                     f"the request line and headers are too large: the limit is "
+                     f"{self.max_head_bytes:,} bytes; received {received:,} or more")
+
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         log.info("closing %s: %s", self.client, detail)
         self._disarm()
         self.in_head = False
+        self.refused = True
         body = json.dumps({"detail": detail}).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
