@@ -134,8 +134,13 @@ def test_an_8x8_digits_run_is_served_at_its_own_size(digits_run):
     from mnistlab.serving.app import create_app
 
     image = np.round(load_digits().images[0] * (255 / 16)).astype(np.uint8)  # a 0
+    from mnistlab.serving.pixels import accepted_shapes
+
     with TestClient(create_app(digits_run.path)) as c:
         assert c.get("/api/model").json()["image_size"] == 8
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["PixelsRequest"]
+        assert schema["properties"]["pixels"]["description"] == accepted_shapes(8)
+        assert "8×8 rows or 64 flat numbers" in accepted_shapes(8)
         r = c.post("/api/predict", json={"pixels": image.tolist(), "return_image": True})
         assert r.status_code == 200 and np.array(r.json()["image"]).shape == (8, 8)
         bad = c.post("/api/predict", json={"pixels": [0] * 784})
