@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnistlab.serving.schemas import LayerInfo, ModelInfo
+
+if TYPE_CHECKING:
+    from mnistlab.inference import Predictor
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,7 @@ class Served:
         info: what ``/api/model`` shows (the server limits still 0 until the app fills them in).
     """
 
-    predictor: object
+    predictor: Predictor
     info: ModelInfo
 
 
