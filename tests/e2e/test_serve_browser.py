@@ -142,7 +142,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     page.goto(url + "/", wait_until="load")
 
     # The served run is described, and there is one bar per class.
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('mnist_sample')")
+    page.wait_for_function("() => document.getElementById('model-info').textContent.includes('mnist_sample')")
     info = page.inner_text("#model-info")
     assert run.path.name in info and "test accuracy" in info
     assert page.locator("#bars li").count() == 10
@@ -155,7 +155,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     stroke(page, [(0.5, 0.15), (0.5, 0.85)])
     first = wait_for_bars_other_than(page, ["–"] * 10)
     assert len(first) == 10 and all(t.endswith("%") for t in first)
-    page.wait_for_function("document.getElementById('label').dataset.label !== undefined")
+    page.wait_for_function("() => document.getElementById('label').dataset.label !== undefined")
     first_label = page.get_attribute("#label", "data-label")
     assert first_label == "1", page.inner_text("#label")  # drawn line -> PNG -> preprocess -> 1
     assert page.inner_text("#label").startswith("It looks like")
@@ -191,7 +191,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     Image.fromarray(255 - ink).save(photo)
     page.set_input_files("#upload", str(photo))
     wait_for_bars_other_than(page, ["–"] * 10)
-    page.wait_for_function("document.getElementById('label').dataset.label !== undefined")
+    page.wait_for_function("() => document.getElementById('label').dataset.label !== undefined")
     assert seen_ink(page) > 0
     settled_screenshot(page, "serve-upload.png")
 
@@ -218,7 +218,7 @@ def test_phone_viewport(served, browser):
     page = context.new_page()
     watch = Watch(page)
     page.goto(url + "/", wait_until="load")
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('mnist_sample')")
+    page.wait_for_function("() => document.getElementById('model-info').textContent.includes('mnist_sample')")
     widths = page.evaluate(
         "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], f"horizontal scroll on a phone: {widths}"

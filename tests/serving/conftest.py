@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -51,3 +55,32 @@ def photo_of(digit: np.ndarray, scale: int = 10) -> bytes:
     """A 'photo' of a 28x28 white-on-black digit: dark ink on white paper, ``scale`` times larger."""
     big = np.kron(digit, np.ones((scale, scale), np.uint8))
     return png_bytes(255 - big)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app, limits=None):
+    """``app`` under a real uvicorn on a free loopback port, configured as ``mnistlab serve``
+    configures it (``server_config``), in a thread; yields ``(host, port)``."""
+    import uvicorn
+
+    from mnistlab.serving.server import server_config
+
+    port = free_port()
+    srv = uvicorn.Server(server_config(app, "127.0.0.1", port, limits=limits))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

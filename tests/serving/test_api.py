@@ -268,6 +268,19 @@ def test_wrong_json_content_is_422(client, payload, words):
     problem(client.post("/api/predict", json=payload), 422, *words)
 
 
+@pytest.mark.parametrize("payload, words", [
+    ({"pixels": [True] * 784}, ["pixels.flat.0", "valid number", "boolean true"]),
+    ({"pixels": [0] * 783 + [False]}, ["pixels.flat.783", "boolean false"]),
+    ({"pixels": [[0] * 28] * 27 + [[0] * 27 + [True]]}, ["pixels.rows.27.27", "boolean"]),
+    ({"pixels": ["0"] * 784}, ["pixels.flat.0", "valid number", "string '0'"]),
+    ({"pixels": [["12"] * 28] * 28}, ["pixels.rows.0.0", "string '12'"]),
+    ({"pixels": [0] * 784, "return_image": 1}, ["return_image", "boolean", "received 1"]),
+    ({"pixels": [0] * 784, "preprocess": "true"}, ["preprocess", "string 'true'"]),
+])
+def test_strings_and_booleans_are_not_numbers(client, payload, words):
+    problem(client.post("/api/predict", json=payload), 422, *words)
+
+
 def test_validation_errors_are_listed(client):
     r = client.post("/api/predict", json={"pixels": [-1, 300] + [0] * 782})
     problem(r, 422, "pixels.flat.0", "pixels.flat.1")
@@ -436,3 +449,59 @@ def test_return_image_query_must_be_a_boolean(client):
 def test_unknown_query_parameters_are_refused(client):
     r = client.post("/api/predict?return_imgae=true", json={"pixels": [0] * 784})
     problem(r, 422, "return_imgae")
+
+
+# The accepted shapes: one description for README, /docs and the validator ---------------------
+
+
+def test_readme_and_docs_describe_the_shapes_the_validator_accepts(client):
+    from pathlib import Path
+
+    from mnistlab.serving.pixels import accepted_shapes
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert accepted_shapes(28) in " ".join(readme.split())
+    spec = client.get("/openapi.json").json()
+    pixels = spec["components"]["schemas"]["PixelsRequest"]["properties"]["pixels"]
+    assert pixels["description"] == accepted_shapes(28)
+
+
+@pytest.mark.parametrize("shape, as_is", [
+    ((28, 28), True), ((784,), True), ((20, 30), False), ((1, 1), False), ((512, 3), False),
+])
+def test_each_accepted_shape_is_answered_as_described(client, test_digits, shape, as_is):
+    rng = np.random.default_rng(sum(shape))
+    pixels = (test_digits[0][0].reshape(shape) if as_is
+              else rng.integers(0, 256, shape, dtype=np.uint8))
+    r = client.post("/api/predict", json={"pixels": pixels.tolist(), "return_image": True})
+    assert r.status_code == 200, r.text
+    seen = np.array(r.json()["image"])
+    assert seen.shape == (28, 28)
+    # "used as they are": the model saw exactly the numbers sent; a picture was preprocessed.
+    assert np.array_equal(seen.ravel(), pixels.ravel()) == as_is
+
+
+@pytest.mark.parametrize("pixels", [[0] * 783, [0] * 785, [[0] * 28] * 27 + [[0] * 29],
+                                    [[0] * 513], [[0]] * 513])
+def test_other_shapes_are_refused_naming_the_accepted_ones(client, pixels):
+    from mnistlab.serving.pixels import MAX_SIDE, accepted_shapes
+
+    detail = problem(client.post("/api/predict", json={"pixels": pixels}), 422)
+    assert accepted_shapes(28) in detail or str(MAX_SIDE) in detail, detail
+
+
+def test_a_run_is_loaded_once(run28, monkeypatch):
+    from mnistlab.runs import Run
+    from mnistlab.serving.app import create_app
+
+    loads = []
+    real = Run.load_model
+
+    def counted(self, *args, **kwargs):
+        loads.append(self.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "load_model", counted)
+    app = create_app(run28.path)
+    assert loads == [run28.path]
+    assert app.state.info.params == 87_374 and app.state.predictor.image_size == 28

@@ -5,9 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,31 +14,14 @@ from click.testing import CliRunner
 
 from mnistlab.cli import cli
 
-from .conftest import photo_of
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import photo_of, running
 
 
 @pytest.fixture(scope="module")
 def server(app):
-    """The session's app served by uvicorn in a thread; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    """The session's app served as ``mnistlab serve`` serves it; yields its base URL."""
+    with running(app) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 def test_concurrent_requests_get_the_same_answers_as_sequential_ones(server, app, test_digits):
@@ -154,8 +134,13 @@ def test_an_8x8_digits_run_is_served_at_its_own_size(digits_run):
     from mnistlab.serving.app import create_app
 
     image = np.round(load_digits().images[0] * (255 / 16)).astype(np.uint8)  # a 0
+    from mnistlab.serving.pixels import accepted_shapes
+
     with TestClient(create_app(digits_run.path)) as c:
         assert c.get("/api/model").json()["image_size"] == 8
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["PixelsRequest"]
+        assert schema["properties"]["pixels"]["description"] == accepted_shapes(8)
+        assert "8×8 rows or 64 flat numbers" in accepted_shapes(8)
         r = c.post("/api/predict", json={"pixels": image.tolist(), "return_image": True})
         assert r.status_code == 200 and np.array(r.json()["image"]).shape == (8, 8)
         bad = c.post("/api/predict", json={"pixels": [0] * 784})

@@ -14,16 +14,14 @@ import click
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve_cmd(run, model_path, host, port, access_log):
     """Serve RUN's model: a page to draw digits on at / and a JSON API (docs at /docs)."""
-    import uvicorn
-
-    from mnistlab.serving.app import create_app
+    from mnistlab.serving import create_app, serve
 
     if bool(run) == bool(model_path):
         raise click.UsageError("give either a RUN directory or --model FILE (exactly one)")
     app = create_app(run or model_path, model_file=model_path is not None)
     click.echo(f"Serving {app.state.info.run_name or model_path} at http://{host}:{port}/ "
                "(Ctrl+C to stop)")
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
+    serve(app, host=host, port=port, access_log=access_log)
 
 
 COMMANDS = [serve_cmd]

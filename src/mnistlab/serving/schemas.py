@@ -2,7 +2,8 @@
 
 Pixels travel as JSON numbers: 0-255, or 0-1 when every value is at most 1 (the same rule as
 ``Predictor.predict_proba``). NaN and infinity are refused even though Python's JSON parser
-would accept them.
+would accept them; request bodies are strict, so strings and booleans are refused instead of
+being read as numbers (``true`` is not 1). Which shapes are accepted: ``serving.pixels``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-MAX_SIDE = 512  # longest side of a JSON picture; 512 x 512 numbers are ~1.5 MB of JSON
+from mnistlab.serving.pixels import MAX_SIDE, accepted_shapes
 
-Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
+Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False, strict=True)]
 Row = Annotated[list[Pixel], Field(min_length=1, max_length=MAX_SIDE)]
 
 
@@ -31,20 +32,15 @@ Pixels = Annotated[
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PixelsRequest(_Body):
     """One picture as numbers."""
 
     pixels: Pixels = Field(
-        description=(
-            "The model's own shape - S x S rows or S*S flat numbers (S = image_size from "
-            "/api/model, 28 for MNIST), white digit on black like MNIST - is used as it is. "
-            "Any other H x W grid (at most 512 per side) is a picture and goes through the "
-            "preprocessing (polarity, crop, 20-pixel box, centre of mass). Values 0-255, or "
-            "0-1 when no value exceeds 1."
-        ),
+        # The app replaces this with the served model's own sizes in /openapi.json.
+        description=accepted_shapes(),
         examples=[[[0] * 28 for _ in range(28)]],
     )
     preprocess: bool = Field(
