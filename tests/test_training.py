@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mnistlab.fastloop import permutation
+from mnistlab.engine.fit import permutation
 from mnistlab.files import load_npz
 from mnistlab.training import compare_weights, rerun
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mnistlab import fastloop, sgdloop
-from mnistlab.blas import Threads, available_cores
-from mnistlab.fastloop import fit_fast
-from mnistlab.numpyloop import FirstLayer
+from mnistlab.engine.blas import Threads, available_cores
+from mnistlab.engine.fit import fit_fast
+from mnistlab.engine.numpy_loop import FirstLayer
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,8 @@ def test_a_blas_limit_already_in_force_is_respected_and_kept(images):
 
 
 def test_thread_setting_follows_whole_epoch_rates_and_looks_again_later():
-    from mnistlab.fastloop import _plan
-    from mnistlab.numpyloop import NumpyLoop
+    from mnistlab.engine.fit import _plan
+    from mnistlab.engine.numpy_loop import NumpyLoop
 
     model = tutorial_mlp()
     opt = keras.optimizers.SGD(0.01)

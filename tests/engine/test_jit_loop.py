@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mnistlab import fastloop, jitkernels, jitloop, sgdloop
-from mnistlab.blas import available_cores
-from mnistlab.fastloop import _plan, fit_fast
+from mnistlab.engine.blas import available_cores
+from mnistlab.engine.fit import _plan, fit_fast
 
 
 @pytest.fixture(scope="module")

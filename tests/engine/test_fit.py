@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from mnistlab.errors import ModelError
-from mnistlab.fastloop import fit_fast, permutation
+from mnistlab.engine.fit import fit_fast, permutation
 
 
 class SGDOnJax(keras.optimizers.SGD):
