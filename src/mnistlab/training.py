@@ -28,8 +28,8 @@ from mnistlab.backend import without_tensorflow
 from mnistlab.config import Config, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
-from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.engine import fit_fast, permutation
+from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runs import Run, create_run_dir, history_csv
