@@ -14,9 +14,9 @@ the same semantics on one of three paths:
   sgemm into preallocated buffers, the first layer's two big products on two BLAS threads
   (bit-identical to one). Used for SGD models with dropout, or where numba or numpy's OpenBLAS
   is missing.
-* **scan** (``engine.scan_loop``) — the whole epoch as one jitted ``jax.lax.scan``: a hand-written forward pass,
-  ``jax.grad`` and the optimizer's own ``stateless_apply``, so every Keras optimizer and every
-  hyper-parameter works. Needs the JAX backend.
+* **scan** (``engine.scan_loop``) — the whole epoch as one jitted ``jax.lax.scan``: a hand-written
+  forward pass, ``jax.grad`` and the optimizer's own ``stateless_apply``, so every Keras optimizer
+  and every hyper-parameter works. Needs the JAX backend.
 
 ``path="auto"`` takes the first of these that can train the model and optimizer; a caller may
 name one instead (``path="compiled" | "numpy" | "scan"``), and fix the thread count of the two SGD
@@ -30,7 +30,8 @@ inverted dropout while training. Validation runs once per epoch without dropout.
 
 Shuffling is seeded: epoch ``e`` uses ``permutation(seed, e, n)``, and dropout masks are drawn
 from ``(seed, e)`` too, so resuming at ``initial_epoch=k`` from a checkpoint of the model and
-optimizer variables gives bit-identical weights to an uninterrupted run. Weight initialisation is the model's own business (build it after ``keras.utils.set_random_seed``).
+optimizer variables gives bit-identical weights to an uninterrupted run. Weight initialisation is
+the model's own business (build it after ``keras.utils.set_random_seed``).
 """
 
 from __future__ import annotations

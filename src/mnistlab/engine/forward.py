@@ -6,9 +6,9 @@ it supports more activations (gelu, selu, ...) and steps (BatchNormalization, Ac
 than the compiled code. From ``COMPILED_ROWS`` rows a plain Dense chain runs in
 ``CompiledForward`` instead.
 
-``CompiledForward`` is also ``fit_fast``'s per-epoch validation (``engine.jit_loop``). The rows are cut into
-chunks of ``CHUNK``; each chunk's pixels are converted to float32 into a scratch that stays in
-cache for the first product, and both halves of the batch (split at a chunk boundary) run at
+``CompiledForward`` is also ``fit_fast``'s per-epoch validation (``engine.jit_loop``). The rows
+are cut into chunks of ``CHUNK``; each chunk's pixels are converted to float32 into a scratch that
+stays in cache for the first product, and both halves of the batch (split at a chunk boundary) run at
 once, one on the calling thread and one on a helper thread, the BLAS on one thread each.
 Measured on 10,000 uint8 Fashion-MNIST images through the tutorial's network (2-vCPU VM):
 9.7-10.5 ms, against 12.6-13.6 ms for numpy with two OpenBLAS threads in the same process.
@@ -66,7 +66,7 @@ if hasattr(os, "register_at_fork"):
 class CompiledForward:
     """Probabilities of float32 or uint8 rows through Dense layers ending in a softmax.
 
-    ``w_flat``, ``layout`` and ``acts`` as in ``mnistlab.engine.kernels`` (the flat buffer is used
+    ``w_flat``, ``layout`` and ``acts`` as in ``engine.kernels`` (the flat buffer is used
     as it is, not copied: a training loop's updates show).
     """
 

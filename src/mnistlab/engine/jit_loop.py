@@ -1,8 +1,8 @@
 """Plain SGD for a Flatten/Dense MLP as compiled code: ``fit_fast``'s fastest path.
 
-The numpy loop (``mnistlab.engine.numpy_loop``) spends about half of each step on the call overhead of
+The numpy loop (``engine.numpy_loop``) spends about half of each step on the call overhead of
 some 40 small numpy operations. Here a whole epoch is one call into numba-compiled code
-(``mnistlab.engine.kernels``): the matrix products still go to numpy's OpenBLAS, the rest are
+(``engine.kernels``): the matrix products still go to numpy's OpenBLAS, the rest are
 loops without any Python between them. Two threads split each step by data (each takes half the
 batch forward and backward, then updates its share of the parameters), which does not change a
 bit of the result, so the faster of one or two threads is chosen per epoch as in the numpy loop.
@@ -39,7 +39,9 @@ def available(plan, most_threads: int = 2) -> bool:
     from mnistlab.engine import kernels
 
     kernels.load()  # ImportError here
-    if any(d.dropout for d in plan) or any(d.activation not in kernels.ACTIVATIONS for d in plan[:-1]):
+    if any(d.dropout for d in plan):
+        return False
+    if any(d.activation not in kernels.ACTIVATIONS for d in plan[:-1]):
         return False
     return most_threads < 2 or kernels.parallel_threads() > 1
 
@@ -97,7 +99,8 @@ class JitLoop(SgdLoop):
             np.empty((2, max(widths)), f32),  # per-thread bias-gradient sums
         )
         self.cut = split_row(n_in, widths)
-        self.forward = CompiledForward(self.w_flat, self.layout, self.acts)  # the weights as they train
+        # the weights as they train (the flat buffer itself, not a copy)
+        self.forward = CompiledForward(self.w_flat, self.layout, self.acts)
 
     def _run(self, x, y_ord, order, rng, two: bool) -> int:
         epoch = self.jk.epoch_two if two else self.jk.epoch_one

@@ -1,4 +1,4 @@
-"""Keras' categorical cross-entropy on probabilities, as every loop and the evaluation compute it."""
+"""Keras' categorical cross-entropy on probabilities, as the loops and the evaluation compute it."""
 
 from __future__ import annotations
 

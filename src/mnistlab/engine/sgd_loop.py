@@ -1,7 +1,7 @@
 """What the plain-SGD training loops share: the flat parameter buffers, Keras SGD's momentum
 state, the per-epoch bookkeeping and the choice between one and two threads.
 
-``NumpyLoop`` (``mnistlab.engine.numpy_loop``) and ``JitLoop`` (``mnistlab.engine.jit_loop``) each implement
+``NumpyLoop`` (``engine.numpy_loop``) and ``JitLoop`` (``engine.jit_loop``) each implement
 ``_run`` (one epoch of steps) and ``predict``; their results never depend on the thread setting,
 so the setting may be chosen by speed alone.
 """
