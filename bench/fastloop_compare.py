@@ -1,7 +1,7 @@
 """Seconds per epoch of fit_fast, a git revision vs the working tree, side by side.
 
 Trains the tutorial recipe (full Fashion-MNIST, 42,000 train / 18,000 val, MLP 784-100-64-32-10,
-SGD lr 0.01, batch 128, seed 111) with ``mnistlab.fastloop.fit_fast`` of two versions of
+SGD lr 0.01, batch 128, seed 111) with ``mnistlab.engine.fit_fast`` of two versions of
 ``src/mnistlab``: the one at ``--rev`` (extracted with ``git archive``) and the working tree. Each
 round runs one subprocess per version, alternating, and records every epoch's time as fit_fast's
 callback sees it (validation and the epoch-end write-back included); the first epoch of each round
@@ -37,7 +37,10 @@ else:
 from mnistlab.config import ModelConfig
 from mnistlab.data import load_dataset
 from mnistlab.data.split import split_train_val
-from mnistlab.fastloop import fit_fast
+try:
+    from mnistlab.engine import fit_fast
+except ImportError:  # revisions before the engine package (2026-11-30)
+    from mnistlab.fastloop import fit_fast
 from mnistlab.model import build_model, to_input
 
 epochs, out = int(sys.argv[1]), sys.argv[2]

@@ -90,7 +90,7 @@ def help_startup(n: int = 10) -> float:
 def growth() -> dict:
     """Per-epoch time (median of epochs 2-6) with the training data tiled 1x, 2x, 4x.
 
-    Six epochs: the loop runs epoch 3 on one thread to compare (sgdloop.SgdLoop._choose).
+    Six epochs: the loop runs epoch 3 on one thread to compare (engine.sgd_loop.SgdLoop._choose).
     """
     import numpy as np
 

@@ -30,7 +30,7 @@ epochs after warm-up, training only; validation 141 batches listed separately):
   The arithmetic of (d) is two 128x784x100 sgemms per step (~215 us each on one core, 93 GFLOP/s);
   the rest is numpy call overhead (~60 small ops per step). fit_fast uses (d) for SGD and (c)
   with optimizer.stateless_apply for every other optimizer.
-  Later (2026-11-29, mnistlab.numpyloop): the two big products on two pinned OpenBLAS threads,
+  Later (2026-11-29, mnistlab.engine.numpy_loop): the two big products on two pinned OpenBLAS threads,
   bit-identical to one, and cheaper small ops: 0.284 -> 0.189 s/epoch side by side
   (bench/fastloop_compare.py), ~0.20 s inside `mnistlab train` (bench/performance.py).
 """
@@ -133,7 +133,7 @@ def worker(variant: str, epochs: int, seed: int, t_start: float) -> dict:
             callbacks=[Timer()],
         ).history
     else:
-        from mnistlab.fastloop import fit_fast
+        from mnistlab.engine import fit_fast
 
         hist = fit_fast(
             model,
@@ -164,7 +164,7 @@ def worker(variant: str, epochs: int, seed: int, t_start: float) -> dict:
 VARIANTS = {
     "tutorial (Keras3/TF, float64, fit)": [str(HERE / "tutorial_baseline.py")],
     "keras-jax-fit (float32, spe=32)": [__file__, "--worker", "keras-jax-fit"],
-    "fit_fast (mnistlab.fastloop)": [__file__, "--worker", "fit-fast"],
+    "fit_fast (mnistlab.engine)": [__file__, "--worker", "fit-fast"],
 }
 
 
@@ -229,7 +229,7 @@ def main() -> None:
         "rounds": args.rounds,
     }
     if args.full:
-        full = run_child(VARIANTS["fit_fast (mnistlab.fastloop)"], 50)
+        full = run_child(VARIANTS["fit_fast (mnistlab.engine)"], 50)
         report["fit_fast_50_epochs"] = full
     if args.accuracy_seeds:
         acc = {"fit_fast": [], "keras_jax_fit": []}

@@ -236,13 +236,13 @@ def test_big_batches_match_the_model(activation):
     predictor = Predictor.from_model(model)
     got = predictor.predict_proba(x)
     assert np.max(np.abs(got - expected)) < 1e-5
-    assert bool(predictor._compiled) == (activation != "gelu")
+    assert bool(predictor.network.compiled) == (activation != "gelu")
 
 
 def test_big_batches_agree_with_small_ones_whatever_the_input_type(predictor):
     x = _images(2600, seed=9)
     big = predictor.predict_proba(x)
-    assert predictor._compiled  # the compiled path ran
+    assert predictor.network.compiled  # the compiled path ran
     small = np.concatenate([predictor.predict_proba(x[i : i + 500]) for i in range(0, 2600, 500)])
     np.testing.assert_allclose(big, small, atol=1e-6)
     assert (big.argmax(1) == small.argmax(1)).all()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mnistlab.fastloop import permutation
+from mnistlab.engine.fit import permutation
 from mnistlab.files import load_npz
 from mnistlab.training import compare_weights, rerun
 
@@ -27,6 +27,8 @@ def test_run_directory_is_complete_and_valid(digits_run):
     assert m["dataset"]["name"] == "digits" and m["dataset"]["image_shape"] == [8, 8]
     assert m["backend"] == "jax" and m["versions"]["keras"] and m["finished"]
     assert set(m["files"]) == {"model.keras", "model.h5"}
+    # the tutorial's plain SGD trains on one of fit_fast's SGD paths, and the run says which
+    assert m["engine"]["path"] in ("compiled", "numpy") and len(m["engine"]["threads_used"]) == 2
     split = load_npz(digits_run.path / "split.npz")
     tr, va = split["train_idx"], split["val_idx"]
     assert len(set(tr) & set(va)) == 0 and len(tr) + len(va) == m["dataset"]["n_train"] + m["dataset"]["n_val"]

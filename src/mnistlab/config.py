@@ -70,7 +70,7 @@ class TrainConfig(_Section):
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     shuffle: bool = Field(True, description="reshuffle the training set every epoch (seeded)")
     loop: Literal["fast", "fit"] = Field(
-        "fast", description="fast: mnistlab.fastloop (numpy SGD, jitted scan otherwise); fit: keras Model.fit"
+        "fast", description="fast: mnistlab.engine (compiled or numpy SGD, jitted JAX scan otherwise); fit: keras Model.fit"
     )
     devices: str = Field("1", description="number of devices for data-parallel training, or 'all'")
 

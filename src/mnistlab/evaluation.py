@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistlab.engine.loss import EPSILON
 from mnistlab.model import to_input
-
-EPSILON = 1e-7  # Keras' clipping for categorical cross-entropy
 
 
 def predict_proba(model, images: np.ndarray, batch_size: int = 2048) -> np.ndarray:

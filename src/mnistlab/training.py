@@ -28,8 +28,8 @@ from mnistlab.backend import without_tensorflow
 from mnistlab.config import Config, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
+from mnistlab.engine import fit_fast, permutation
 from mnistlab.errors import TrainingError, TrainingInterrupted
-from mnistlab.fastloop import fit_fast, permutation
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runs import Run, create_run_dir, history_csv
@@ -326,7 +326,9 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
         with _StopSignal() as stop:
             on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
             try:
-                _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end)
+                engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end)
+                if engine:  # which fast path and threads trained it
+                    run.update(engine=engine)
             except KeyboardInterrupt:
                 stop.received = stop.received or "SIGINT"
             if stop.received:
@@ -357,24 +359,26 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
 
 
 def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end):
-    """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``.
+    """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``;
+    return ``fit_fast``'s engine record (None for Keras fit).
 
-    Both loops see the same per-epoch order (``fastloop.permutation(seed, epoch, n)``), so a
+    Both loops see the same per-epoch order (``engine.permutation(seed, epoch, n)``), so a
     resumed run trains on exactly the batches an uninterrupted one would.
     """
     if config.train.loop == "fast":
-        fit_fast(
+        history = fit_fast(
             model, x, y, xv, yv, epochs=config.train.epochs, batch_size=config.train.batch_size,
             optimizer=model.optimizer, seed=config.seed, shuffle=config.train.shuffle,
             initial_epoch=start_epoch, callbacks=[on_epoch_end],
         )
-        return
+        return history.engine
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):
         logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch)
         if on_epoch_end(epoch, logs):
             break
+    return None
 
 
 def compare_weights(a, b) -> bool:

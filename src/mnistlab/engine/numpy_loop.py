@@ -30,11 +30,11 @@ import contextlib
 
 import numpy as np
 
-from mnistlab.blas import Threads
+from mnistlab.engine.blas import Threads
+from mnistlab.engine.loss import HI as _HI
+from mnistlab.engine.loss import LO as _LO
+from mnistlab.engine.sgd_loop import SgdLoop
 from mnistlab.model import to_input
-from mnistlab.sgdloop import HI as _HI
-from mnistlab.sgdloop import LO as _LO
-from mnistlab.sgdloop import SgdLoop
 
 VAL_CHUNK = 4096
 _SPLIT_ABOVE = 512  # first-layer inputs summed in two halves above this many (OpenBLAS' blocking)
@@ -199,10 +199,12 @@ class NumpyLoop(SgdLoop):
     """SGD on float32 numpy with preallocated buffers; one instance per ``fit_fast`` call."""
 
     def __init__(
-        self, plan, optimizer, batch_size: int, n_in: int, n_train: int, n_val: int, threads=None
+        self, plan, optimizer, batch_size: int, n_in: int, n_train: int, n_val: int, threads=None,
+        forced: int | None = None,
     ):
+        """``threads``: a ``blas.Threads``; ``forced``: 1 or 2 threads every epoch."""
         threads = threads or Threads()
-        super().__init__(plan, optimizer, batch_size, n_train, threads.usable)
+        super().__init__(plan, optimizer, batch_size, n_train, threads.usable, forced)
         self.threads = threads
         last = self.b[-1]
         self.b_out = None if last is None else last.reshape(-1, 1)  # for transposed logits

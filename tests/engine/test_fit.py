@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from mnistlab.engine import fit_fast, permutation
 from mnistlab.errors import ModelError
-from mnistlab.fastloop import fit_fast, permutation
 
 
 class SGDOnJax(keras.optimizers.SGD):

@@ -1,7 +1,8 @@
-"""Compiled (numba) kernels: a whole epoch of plain SGD in one call (``mnistlab.jitloop``) and a
-Dense network's forward pass (``forward_rows``, for ``mnistlab.jitforward``).
+"""Compiled (numba) kernels: a whole epoch of plain SGD in one call (``engine.jit_loop``) and a
+Dense network's forward pass (``forward_rows``, for ``engine.forward``).
 
-Importing this module compiles nothing: numba compiles each kernel on its first call, per input
+Importing this module loads nothing: ``load()`` (once per process) finds numpy's OpenBLAS, sets
+numba up and hands the kernels to numba, which compiles each one on its first call, per input
 type, and keeps the machine code in a cache folder (``cache_dir``), so later processes load it in
 a fraction of a second. The matrix products call numpy's own OpenBLAS ``cblas_sgemm`` (one
 thread per call); everything between them is a loop numba turns into vector code.
@@ -19,51 +20,83 @@ of its bias (-1: no bias); ``acts`` holds each hidden layer's activation code (`
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from mnistlab.blas import Threads
+from mnistlab.engine.blas import Threads
 
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
-_THREADS = Threads()
-if _THREADS.sgemm_address is None:
-    raise ImportError("numpy is not linked to an OpenBLAS with cblas_sgemm")
-
-import llvmlite.binding as _llvm  # noqa: E402
-import numba  # noqa: E402
-from numba import njit, prange, types  # noqa: E402
-from numba.extending import overload  # noqa: E402
+_sgemm = None  # numpy's cblas_sgemm as a numba external function, set by ``load``
+prange = range  # numba.prange once ``load`` has run (compiled code reads it when compiling)
 
 
-def cache_dir() -> Path:
+def kernel(**options):
+    """Mark a function as a kernel; ``load`` compiles it with numba, with ``options``."""
+
+    def mark(fn):
+        fn.numba_options = {"cache": True, **options}
+        return fn
+
+    return mark
+
+
+def cache_dir(sgemm_int64: bool) -> Path:
     """Where compiled kernels are kept: ``$XDG_CACHE_HOME/mnistlab/numba/<numpy version>-<abi>``
     (numba's own ``NUMBA_CACHE_DIR`` wins). The numpy version and its BLAS' integer size are in
     the name because the cached code calls into numpy's OpenBLAS."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    abi = "ilp64" if _THREADS.sgemm_int64 else "lp64"
+    abi = "ilp64" if sgemm_int64 else "lp64"
     return Path(base) / "mnistlab" / "numba" / f"numpy{np.__version__}-{abi}"
 
 
-if not os.environ.get("NUMBA_CACHE_DIR"):
-    numba.config.CACHE_DIR = str(cache_dir())
-if not os.environ.get("NUMBA_THREADING_LAYER"):
-    # OpenMP starts a parallel region in ~1.5 us here; numba's default fallback ("workqueue")
-    # takes ~90 us, which for two regions a step would cost more than the second thread saves.
-    numba.config.THREADING_LAYER = "omp"
+@functools.cache
+def load() -> SimpleNamespace:
+    """Set numba up for this process and return the compiled kernels (``epoch_one``,
+    ``epoch_two``, ``forward_rows``, ``numba``); the first call of each kernel compiles it or
+    loads it from the cache folder.
 
-_llvm.add_symbol("mnistlab_cblas_sgemm", _THREADS.sgemm_address)
-_I = types.int64 if _THREADS.sgemm_int64 else types.int32
-_P = types.uintp  # pointers passed as addresses (same calling convention)
-_sgemm = types.ExternalFunction(
-    "mnistlab_cblas_sgemm",
-    types.void(types.int32, types.int32, types.int32, _I, _I, _I, types.float32, _P, _I, _P, _I,
-               types.float32, _P, _I),
-)
+    Raises:
+        ImportError: numba is missing, or numpy is not linked to an OpenBLAS with cblas_sgemm.
+    """
+    threads = Threads()
+    if threads.sgemm_address is None:
+        raise ImportError("numpy is not linked to an OpenBLAS with cblas_sgemm")
+    import llvmlite.binding as llvm
+    import numba
+    from numba import types
+    from numba.extending import overload
+
+    if not os.environ.get("NUMBA_CACHE_DIR"):  # read when a kernel is set up for caching
+        numba.config.CACHE_DIR = str(cache_dir(threads.sgemm_int64))
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        # OpenMP starts a parallel region in ~1.5 us here; numba's default fallback ("workqueue")
+        # takes ~90 us, which for two regions a step would cost more than the second thread saves.
+        numba.config.THREADING_LAYER = "omp"
+    llvm.add_symbol("mnistlab_cblas_sgemm", threads.sgemm_address)
+    index = types.int64 if threads.sgemm_int64 else types.int32
+    p = types.uintp  # pointers passed as addresses (same calling convention)
+    space = globals()
+    space["prange"] = numba.prange
+    space["_sgemm"] = types.ExternalFunction(
+        "mnistlab_cblas_sgemm",
+        types.void(types.int32, types.int32, types.int32, index, index, index, types.float32,
+                   p, index, p, index, types.float32, p, index),
+    )
+    for name, fn in list(space.items()):
+        if callable(fn) and hasattr(fn, "numba_options"):
+            space[name] = numba.njit(**fn.numba_options)(fn)
+    overload(_rows_in)(_rows_in_compiled)
+    return SimpleNamespace(
+        numba=numba, epoch_one=space["epoch_one"], epoch_two=space["epoch_two"],
+        forward_rows=space["forward_rows"], probe=space["_probe"],
+    )
 
 
-@njit(cache=True)
+@kernel()
 def _mm(ta, tb, alpha, a, b, beta, c):
     """``c = alpha * op(a) @ op(b) + beta * c`` (op: transposed when ``ta``/``tb``); float32
     2-D arrays whose rows may be spaced wider than their length (column slices)."""
@@ -76,14 +109,14 @@ def _mm(ta, tb, alpha, a, b, beta, c):
            c.ctypes.data, c.strides[0] // 4)
 
 
-@njit(cache=True)
+@kernel()
 def _kernel(flat, layout, j):
     return flat[layout[j, 0] : layout[j, 0] + layout[j, 1] * layout[j, 2]].reshape(
         layout[j, 1], layout[j, 2]
     )
 
 
-@njit(cache=True)
+@kernel()
 def _bias(flat, layout, j):
     """Layer ``j``'s bias, or an empty array."""
     if layout[j, 3] < 0:
@@ -91,13 +124,13 @@ def _bias(flat, layout, j):
     return flat[layout[j, 3] : layout[j, 3] + layout[j, 2]]
 
 
-@njit(cache=True)
+@kernel()
 def _hidden(buf, hoff, layout, j, rows):
     """Layer ``j``'s outputs (or their gradients) in a step's scratch: ``(rows, width)``."""
     return buf[hoff[j] : hoff[j] + rows * layout[j, 2]].reshape(rows, layout[j, 2])
 
 
-@njit(cache=True)
+@kernel()
 def _bias_act(h, b, code):
     """``h = activation(h + b)`` in place."""
     rows, cols = h.shape
@@ -114,7 +147,7 @@ def _bias_act(h, b, code):
             h[r, c] = v
 
 
-@njit(cache=True)
+@kernel()
 def _act_back(g, a, code):
     """``g *= activation'``, given the activation's output ``a``."""
     rows, cols = g.shape
@@ -130,7 +163,7 @@ def _act_back(g, a, code):
                 g[r, c] *= (np.float32(1) - v) * v
 
 
-@njit(cache=True)
+@kernel()
 def _softmax_rows(z, b):
     """Rows of ``z`` (logits) become ``softmax(z + b)``."""
     rows, cols = z.shape
@@ -151,7 +184,7 @@ def _softmax_rows(z, b):
             z[r, c] /= total
 
 
-@njit(cache=True)
+@kernel()
 def _loss_grad(z, y, pt, pred, scale):
     """Record each row's true-class probability and argmax, then turn the probabilities ``z``
     into ``scale * (p - onehot)``, zero where Keras' clip (1e-7) is active."""
@@ -173,7 +206,7 @@ def _loss_grad(z, y, pt, pred, scale):
                 z[r, c] = (z[r, c] - np.float32(1 if c == y[r] else 0)) * scale
 
 
-@njit(cache=True)
+@kernel()
 def _half(x, scale, order, y_ord, start, r0, kt, k, lr, net, buf, pt, pred):
     """Forward and backward pass of rows ``[r0, r0 + kt)`` of the batch starting at ``start``
     (``k`` rows in all): leaves the hidden outputs in ``hbuf``, their gradients in ``gbuf`` and
@@ -207,7 +240,7 @@ def _half(x, scale, order, y_ord, start, r0, kt, k, lr, net, buf, pt, pred):
         g = gp
 
 
-@njit(cache=True)
+@kernel()
 def _step_part(w, g, m, a, d, mom, nesterov, plain):
     """One parameter block's SGD step from inputs ``a (k, n)`` and output gradients ``d (k, o)``
     (already times lr): ``w -= a.T @ d``, or Keras' momentum update through ``g`` and ``m``."""
@@ -218,7 +251,7 @@ def _step_part(w, g, m, a, d, mom, nesterov, plain):
     _momentum(w.ravel(), g.ravel(), m.ravel(), mom, nesterov)
 
 
-@njit(cache=True)
+@kernel()
 def _momentum(w, g, m, mom, nesterov):
     """Keras SGD with momentum, ``g`` already times lr: m = mom*m - g; w += m (Nesterov:
     w += mom*m - g)."""
@@ -230,7 +263,7 @@ def _momentum(w, g, m, mom, nesterov):
             w[i] += m[i]
 
 
-@njit(cache=True)
+@kernel()
 def _update(t, k, cut, mom, nesterov, plain, net, buf):
     """Thread ``t``'s share of the step's update, from the whole batch of ``k`` rows: the first
     kernel's rows ``[0, cut)`` (t = 0) or the rest of the parameters (t = 1)."""
@@ -260,7 +293,7 @@ def _update(t, k, cut, mom, nesterov, plain, net, buf):
                        tmp[t, : layout[j, 2]], mom, nesterov, plain)
 
 
-@njit(cache=True)
+@kernel()
 def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
     """A bias' SGD step: its gradient is the column sums of ``d``."""
     tmp[:] = 0
@@ -275,7 +308,7 @@ def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
         _momentum(b, g, m, mom, nesterov)
 
 
-@njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
     """One epoch of SGD on two threads; ``pt``/``pred`` get each sample's true-class probability
     and predicted class (in ``order``)."""
@@ -290,7 +323,7 @@ def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, bu
             _update(t, k, cut, mom, nesterov, plain, net, buf)
 
 
-@njit(cache=True)
+@kernel()
 def epoch_one(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
     """``epoch_two``'s work in sequence on one thread: the same bits."""
     n = order.shape[0]
@@ -310,7 +343,7 @@ def _rows_in(x, s, e, scale, buf):
     raise NotImplementedError("only for compiled code")
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def _convert_rows(x, s, e, scale, buf):
     for r in range(e - s):
         for c in range(x.shape[1]):
@@ -318,8 +351,10 @@ def _convert_rows(x, s, e, scale, buf):
     return buf[: e - s]
 
 
-@overload(_rows_in)
 def _rows_in_compiled(x, s, e, scale, buf):
+    """``_rows_in`` for numba (registered by ``load``), chosen by the type of ``x``."""
+    from numba import types
+
     if x.dtype != types.float32:
         return lambda x, s, e, scale, buf: _convert_rows(x, s, e, scale, buf)
     return lambda x, s, e, scale, buf: (
@@ -327,7 +362,7 @@ def _rows_in_compiled(x, s, e, scale, buf):
     )
 
 
-@njit(cache=True, nogil=True)
+@kernel(nogil=True)
 def forward_rows(x, scale, w_flat, layout, acts, chunk, out):
     """Softmax probabilities of rows ``x`` into ``out``, ``chunk`` rows at a time (each chunk's
     pixels are converted into a scratch that is still in cache for the first product). Each
@@ -357,23 +392,26 @@ def forward_rows(x, scale, w_flat, layout, acts, chunk, out):
 
 def compiled_before() -> bool:
     """Is this file's epoch kernel in the cache, newer than the file (so it will be loaded)?"""
+    k = load()
     try:
-        folder = Path(epoch_two._cache._cache_path)  # numba's own place for this source file
+        folder = Path(k.epoch_two._cache._cache_path)  # numba's own place for this source file
     except AttributeError:  # another numba: look anywhere in the cache
-        folder = Path(numba.config.CACHE_DIR or cache_dir())
+        folder = Path(k.numba.config.CACHE_DIR)
     source = Path(__file__).stat().st_mtime
     return folder.is_dir() and any(
-        p.stat().st_mtime >= source for p in folder.rglob("jitkernels.epoch_two-*.nbi")
+        p.stat().st_mtime >= source for p in folder.rglob("kernels.epoch_two-*.nbi")
     )
 
 
 def parallel_threads() -> int:
     """How many threads the ``*_two`` kernels may use: 2, or 1 when this machine has a single
     core or numba has no fast threading layer (OpenMP or TBB)."""
+    k = load()
+    numba = k.numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         return 1
     try:
-        _probe(np.zeros(2))
+        k.probe(np.zeros(2))
         layer = numba.threading_layer()
     except (ValueError, ImportError, OSError):
         return 1
@@ -383,7 +421,7 @@ def parallel_threads() -> int:
     return 2
 
 
-@njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _probe(a):
     for i in prange(a.shape[0]):
         a[i] += 1

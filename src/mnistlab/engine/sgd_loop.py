@@ -1,7 +1,7 @@
 """What the plain-SGD training loops share: the flat parameter buffers, Keras SGD's momentum
 state, the per-epoch bookkeeping and the choice between one and two threads.
 
-``NumpyLoop`` (``mnistlab.numpyloop``) and ``JitLoop`` (``mnistlab.jitloop``) each implement
+``NumpyLoop`` (``engine.numpy_loop``) and ``JitLoop`` (``engine.jit_loop``) each implement
 ``_run`` (one epoch of steps) and ``predict``; their results never depend on the thread setting,
 so the setting may be chosen by speed alone.
 """
@@ -13,15 +13,15 @@ import time
 
 import numpy as np
 
-EPSILON = 1e-7  # keras.backend.epsilon(), the clip in categorical cross-entropy
-LO, HI = np.float32(EPSILON), np.float32(1 - EPSILON)
-FORCE_THREADS: int | None = None  # 1 or 2 to skip the measuring (tests: results must not change)
+from mnistlab.engine.loss import HI, LO
 
 
 class SgdLoop:
     """Keras SGD (optionally with momentum / Nesterov) on float32 numpy parameters."""
 
-    def __init__(self, plan, optimizer, batch_size: int, n_train: int, two_usable: bool):
+    def __init__(self, plan, optimizer, batch_size: int, n_train: int, two_usable: bool,
+                 forced: int | None = None):
+        """``forced``: 1 or 2 threads every epoch (where two are usable) instead of measuring."""
         import keras
 
         self.plan, self.optimizer, self.bs = plan, optimizer, batch_size
@@ -60,6 +60,8 @@ class SgdLoop:
         self.pt = np.empty(n_train, np.float32)  # each sample's true-class probability
         self.pred = np.empty(n_train, np.intp)  # and predicted class, this epoch
         self.two_usable = two_usable
+        self.forced = forced
+        self.used: list[int] = []  # threads each epoch ran on
         self.two = two_usable  # the thread setting the last epoch settled on
         self._rate: dict[bool, float | None] = {True: None, False: None}  # s/step, last epoch
         self._since, self._period = 0, 8  # epochs since the other setting was last tried
@@ -68,12 +70,13 @@ class SgdLoop:
     def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
         """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
         y_ord = y[order]
-        if FORCE_THREADS is not None:
-            self.two = FORCE_THREADS > 1 and self.two_usable
+        if self.forced is not None:
+            self.two = self.forced > 1 and self.two_usable
         elif self.two_usable:
             self.two = self._choose()
         t0 = time.perf_counter()
         steps = self._run(x, y_ord, order, rng, self.two)
+        self.used.append(2 if self.two else 1)
         if self._warm:
             self._record(self.two, (time.perf_counter() - t0) / steps)
         self._warm = True  # the first epoch loads (or compiles) code and touches fresh memory

@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab import fastloop, jitkernels, jitloop, sgdloop
-from mnistlab.blas import available_cores
-from mnistlab.fastloop import _plan, fit_fast
+from mnistlab.engine import fit_fast, jit_loop, kernels
+from mnistlab.engine.blas import available_cores
+from mnistlab.engine.plan import training_plan
 
 
 @pytest.fixture(scope="module")
@@ -32,38 +32,49 @@ def mlp(seed=3, activation="relu", use_bias=True, dropout=0.0):
     return keras.Sequential(layers)
 
 
-def run(data, optimizer, *, jit=True, threads=None, model=None, epochs=2, batch_size=64, **kw):
+def run(data, optimizer, *, path="compiled", threads=None, model=None, epochs=2, batch_size=64,
+        **kw):
     x, y, xv, yv = data
     model = model or mlp()
-    old = fastloop.USE_JIT, sgdloop.FORCE_THREADS
-    fastloop.USE_JIT, sgdloop.FORCE_THREADS = jit, threads
-    try:
-        hist = fit_fast(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, seed=2,
-                        optimizer=optimizer, **kw)
-    finally:
-        fastloop.USE_JIT, sgdloop.FORCE_THREADS = old
+    hist = fit_fast(model, x, y, xv, yv, epochs=epochs, batch_size=batch_size, seed=2,
+                    optimizer=optimizer, path=path, threads=threads, **kw)
+    assert hist.engine["path"] == path or path == "auto"
     return model, hist
 
 
 def test_fit_fast_trains_plain_sgd_with_the_compiled_loop(data, monkeypatch):
-    made = []
-    real = jitloop.JitLoop.__init__
-
-    def spy(self, *a, **kw):
-        made.append(self)
-        real(self, *a, **kw)
-
-    monkeypatch.setattr(jitloop.JitLoop, "__init__", spy)
-    run(data, keras.optimizers.SGD(0.05), epochs=1)
-    assert len(made) == 1
-    run(data, keras.optimizers.SGD(0.05), epochs=1, model=mlp(dropout=0.2))
-    assert len(made) == 1  # dropout: the numpy loop draws the masks
-    assert jitloop.available(_plan(mlp())) and not jitloop.available(_plan(mlp(dropout=0.2)))
+    _, hist = run(data, keras.optimizers.SGD(0.05), epochs=1, path="auto")
+    assert hist.engine["path"] == "compiled" and hist.engine["threads"] is None
+    _, hist = run(data, keras.optimizers.SGD(0.05), epochs=1, model=mlp(dropout=0.2), path="auto")
+    assert hist.engine["path"] == "numpy"  # dropout: the numpy loop draws the masks
+    plan = training_plan(mlp())
+    assert jit_loop.available(plan) and not jit_loop.available(training_plan(mlp(dropout=0.2)))
     # no second compiled thread (no OpenMP): the numpy loop's two BLAS threads are faster
-    monkeypatch.setattr(jitkernels, "parallel_threads", lambda: 1)
-    assert not jitloop.available(_plan(mlp())) and jitloop.available(_plan(mlp()), 1)
-    run(data, keras.optimizers.SGD(0.05), epochs=1)
-    assert len(made) == 1 + (available_cores() < 2)
+    monkeypatch.setattr(kernels, "parallel_threads", lambda: 1)
+    assert not jit_loop.available(plan) and jit_loop.available(plan, 1)
+    _, hist = run(data, keras.optimizers.SGD(0.05), epochs=1, path="auto")
+    assert hist.engine["path"] == ("compiled" if available_cores() < 2 else "numpy")
+
+
+def test_the_compiled_path_refuses_what_it_cannot_train(data):
+    from mnistlab.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="Dropout"):
+        run(data, keras.optimizers.SGD(0.05), epochs=1, model=mlp(dropout=0.2))
+    with pytest.raises(TrainingError, match="Adam"):
+        run(data, keras.optimizers.Adam(), epochs=1)
+    with pytest.raises(TrainingError, match="path must be one of"):
+        run(data, keras.optimizers.SGD(0.05), epochs=1, path="fastest")
+    with pytest.raises(TrainingError, match="threads must be"):
+        run(data, keras.optimizers.SGD(0.05), epochs=1, threads=3)
+
+
+def test_fit_fast_reports_the_threads_each_epoch_ran_on(data):
+    for threads in (1, 2):
+        _, hist = run(data, keras.optimizers.SGD(0.05), threads=threads, epochs=3)
+        two = threads == 2 and kernels.parallel_threads() > 1 and available_cores() > 1
+        assert hist.engine == {"path": "compiled", "threads": threads,
+                               "threads_used": [2 if two else 1] * 3}
 
 
 @pytest.mark.parametrize(
@@ -102,7 +113,7 @@ def test_one_or_two_threads_give_the_same_bits(data, momentum, batch_size):
     ]
     (m1, h1), (m2, h2), (mm, hm) = runs
     if available_cores() > 1:  # two threads really ran (OpenMP is there)
-        assert jitkernels.parallel_threads() == 2
+        assert kernels.parallel_threads() == 2
     assert h1 == h2 == hm
     for a, b, c in zip(m1.get_weights(), m2.get_weights(), mm.get_weights(), strict=True):
         assert np.array_equal(a, b) and np.array_equal(a, c)
@@ -128,6 +139,6 @@ def test_resume_equals_an_uninterrupted_run(data):
 
 
 def test_split_row_gives_the_first_thread_a_little_more_than_half():
-    cut = jitloop.split_row(784, [100, 64, 32, 10])
+    cut = jit_loop.split_row(784, [100, 64, 32, 10])
     assert cut % 16 == 0 and 392 < cut < 480
-    assert jitloop.split_row(4, [3, 2]) in range(0, 5)
+    assert jit_loop.split_row(4, [3, 2]) in range(0, 5)

@@ -6,10 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab import fastloop, sgdloop
-from mnistlab.blas import Threads, available_cores
-from mnistlab.fastloop import fit_fast
-from mnistlab.numpyloop import FirstLayer
+from mnistlab.engine import fit_fast
+from mnistlab.engine.blas import Threads, available_cores
+from mnistlab.engine.numpy_loop import FirstLayer
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +34,12 @@ def tutorial_mlp(seed=2):
 
 def train(images, threads, momentum=0.0, epochs=2, jit=False):
     x, y, xv, yv = images
-    sgdloop.FORCE_THREADS = threads
-    fastloop.USE_JIT = jit
-    try:
-        model = tutorial_mlp()
-        hist = fit_fast(
-            model, x, y, xv, yv, epochs=epochs, batch_size=96, seed=4,
-            optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
-        )
-    finally:
-        sgdloop.FORCE_THREADS = None
-        fastloop.USE_JIT = True
+    model = tutorial_mlp()
+    hist = fit_fast(
+        model, x, y, xv, yv, epochs=epochs, batch_size=96, seed=4,
+        optimizer=keras.optimizers.SGD(0.05, momentum=momentum),
+        path="compiled" if jit else "numpy", threads=threads,
+    )
     return model.get_weights(), hist
 
 
@@ -117,14 +111,14 @@ def test_pinned_gives_the_thread_its_cpu_mask_back():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sgd-numpy", "adam"])
-def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer, monkeypatch):
+def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer):
     """fit_fast scales uint8 batches itself; the weights must not differ by one bit."""
     from mnistlab.model import to_input
 
     rng = np.random.default_rng(5)
     x8 = rng.integers(0, 256, (700, 28, 28), dtype=np.uint8)
     y = (x8[:, :, :14].mean((1, 2)) > 127.5).astype(np.int64) + 2 * (x8[:, 0, 0] > 127)
-    monkeypatch.setattr(fastloop, "USE_JIT", optimizer != "sgd-numpy")
+    path = {"sgd": "compiled", "sgd-numpy": "numpy", "adam": "scan"}[optimizer]
     make = {"adam": lambda: keras.optimizers.Adam()}
     make["sgd"] = make["sgd-numpy"] = lambda: keras.optimizers.SGD(0.05)
     runs = []
@@ -132,8 +126,9 @@ def test_uint8_pixels_train_exactly_like_their_scaled_floats(optimizer, monkeypa
         model = tutorial_mlp()
         hist = fit_fast(
             model, x[:500], y[:500], x[500:], y[500:], epochs=2, batch_size=64, seed=1,
-            optimizer=make[optimizer](),
+            optimizer=make[optimizer](), path=path,
         )
+        assert hist.engine["path"] == path
         runs.append((model.get_weights(), hist))
     (w8, h8), (wf, hf) = runs
     assert h8 == hf
@@ -158,13 +153,13 @@ def test_a_blas_limit_already_in_force_is_respected_and_kept(images):
 
 
 def test_thread_setting_follows_whole_epoch_rates_and_looks_again_later():
-    from mnistlab.fastloop import _plan
-    from mnistlab.numpyloop import NumpyLoop
+    from mnistlab.engine.numpy_loop import NumpyLoop
+    from mnistlab.engine.plan import training_plan
 
     model = tutorial_mlp()
     opt = keras.optimizers.SGD(0.01)
     opt.build(model.trainable_variables)
-    loop = NumpyLoop(_plan(model), opt, 32, 784, 100, 0)
+    loop = NumpyLoop(training_plan(model), opt, 32, 784, 100, 0)
     if not loop.threads.usable:
         pytest.skip("one core or no pthreads OpenBLAS: nothing to choose")
     picks = []

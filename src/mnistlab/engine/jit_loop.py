@@ -1,8 +1,8 @@
 """Plain SGD for a Flatten/Dense MLP as compiled code: ``fit_fast``'s fastest path.
 
-The numpy loop (``mnistlab.numpyloop``) spends about half of each step on the call overhead of
+The numpy loop (``engine.numpy_loop``) spends about half of each step on the call overhead of
 some 40 small numpy operations. Here a whole epoch is one call into numba-compiled code
-(``mnistlab.jitkernels``): the matrix products still go to numpy's OpenBLAS, the rest are
+(``engine.kernels``): the matrix products still go to numpy's OpenBLAS, the rest are
 loops without any Python between them. Two threads split each step by data (each takes half the
 batch forward and backward, then updates its share of the parameters), which does not change a
 bit of the result, so the faster of one or two threads is chosen per epoch as in the numpy loop.
@@ -18,13 +18,14 @@ and numpy's OpenBLAS are there: ``available(plan)`` says.
 
 from __future__ import annotations
 
-import sys
+import logging
 
 import numpy as np
 
-from mnistlab.jitforward import Forward
-from mnistlab.sgdloop import SgdLoop
+from mnistlab.engine.forward import CompiledForward
+from mnistlab.engine.sgd_loop import SgdLoop
 
+log = logging.getLogger(__name__)
 _ALIGN = 16  # the first kernel's rows are split at a multiple of this (64-byte cache lines)
 
 
@@ -35,11 +36,14 @@ def available(plan, most_threads: int = 2) -> bool:
     TBB): one compiled thread (0.24 s/epoch on the tutorial's network) is slower than the numpy
     loop's two BLAS threads (0.19 s). Raises ImportError without numba or numpy's OpenBLAS.
     """
-    from mnistlab import jitkernels as jk
+    from mnistlab.engine import kernels
 
-    if any(d.dropout for d in plan) or any(d.activation not in jk.ACTIVATIONS for d in plan[:-1]):
+    kernels.load()  # ImportError here
+    if any(d.dropout for d in plan):
         return False
-    return most_threads < 2 or jk.parallel_threads() > 1
+    if any(d.activation not in kernels.ACTIVATIONS for d in plan[:-1]):
+        return False
+    return most_threads < 2 or kernels.parallel_threads() > 1
 
 
 def split_row(n_in: int, widths: list[int]) -> int:
@@ -54,31 +58,36 @@ def split_row(n_in: int, widths: list[int]) -> int:
 class JitLoop(SgdLoop):
     """A whole epoch per call into compiled code; one instance per ``fit_fast`` call.
 
-    ``most_threads``: 1 to stay on the calling thread (a caller's BLAS limit of one).
+    ``most_threads``: 1 to stay on the calling thread (a caller's BLAS limit of one);
+    ``forced``: 1 or 2 to use that many threads every epoch instead of measuring (same bits).
     """
 
-    def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, most_threads=2):
-        from mnistlab import jitkernels as jk
+    def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, most_threads=2,
+                 forced: int | None = None):
+        from mnistlab.engine import kernels
 
-        if not jk.compiled_before():
-            print(
+        jk = kernels.load()
+        if not kernels.compiled_before():
+            # A warning so that it shows without any logging set up (Python's last-resort
+            # handler prints it to stderr): the user would otherwise wait ~20 s for nothing.
+            log.warning(
                 "mnistlab: compiling the training loop for this machine (once, about 20 s; "
-                f"kept in {jk.numba.config.CACHE_DIR})",
-                file=sys.stderr, flush=True,
+                "kept in %s)", jk.numba.config.CACHE_DIR,
             )
-        two = most_threads > 1 and jk.parallel_threads() > 1
-        super().__init__(plan, optimizer, batch_size, n_train, two)
+        two = most_threads > 1 and kernels.parallel_threads() > 1
+        super().__init__(plan, optimizer, batch_size, n_train, two, forced)
         self.jk = jk
         widths = [d.kernel.shape[1] for d in plan]
         self.layout = np.array(
             [[k, *d.kernel.shape, b] for d, (k, b) in zip(plan, self.offsets, strict=True)],
             np.int64,
         )
-        self.acts = np.array([jk.ACTIVATIONS[d.activation] for d in plan[:-1]] + [0], np.int64)
-        hidden = widths[:-1]
-        self.hoff = np.concatenate([[0], np.cumsum([batch_size * w for w in hidden])]).astype(
-            np.int64
+        self.acts = np.array(
+            [kernels.ACTIVATIONS[d.activation] for d in plan[:-1]] + [0], np.int64
         )
+        self.hoff = np.concatenate(
+            [[0], np.cumsum([batch_size * w for w in widths[:-1]])]
+        ).astype(np.int64)
         m_flat = self.m_flat if self.m_flat is not None else np.empty(0, np.float32)
         self.net = (self.w_flat, self.g_flat, m_flat, self.layout, self.acts, self.hoff)
         f32 = np.float32
@@ -90,7 +99,8 @@ class JitLoop(SgdLoop):
             np.empty((2, max(widths)), f32),  # per-thread bias-gradient sums
         )
         self.cut = split_row(n_in, widths)
-        self.forward = Forward(self.w_flat, self.layout, self.acts)  # the weights as they train
+        # the weights as they train (the flat buffer itself, not a copy)
+        self.forward = CompiledForward(self.w_flat, self.layout, self.acts)
 
     def _run(self, x, y_ord, order, rng, two: bool) -> int:
         epoch = self.jk.epoch_two if two else self.jk.epoch_one
