@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from mnistlab.errors import DataError, DownloadError
+from mnistlab.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ def cache_dir(subdir: str = "") -> Path:
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     path = Path(home) / "datasets"
     return path / subdir if subdir else path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def env_mirrors() -> list[str]:
