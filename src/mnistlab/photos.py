@@ -59,8 +59,8 @@ def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
     """Choose the prediction source and the inputs, loading the run (or model file) once.
 
     Args:
-        args: the positional inputs: a run directory followed by image files and folders; with
-            ``model_path``, image files and folders only.
+        args: the positional inputs: a run (a ``Run`` or its directory) followed by image files
+            and folders; with ``model_path``, image files and folders only.
         indices: test image indices of the run (needs a run directory).
         model_path: a ``.keras``/``.h5`` file to predict with instead of a run's model.
 
@@ -74,8 +74,8 @@ def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
     """
     from mnistlab.inference import Predictor
 
-    args = [str(a) for a in args]
-    files = args if model_path else args[1:]
+    args = list(args)
+    files = [str(a) for a in (args if model_path else args[1:])]
     if indices and model_path:
         raise ConfigError(
             "--index needs a run directory (its test images), not --model; received --model "

@@ -380,27 +380,28 @@ def compare_weights(a, b) -> bool:
     )
 
 
-def rerun(path: str | Path, *, out: str | Path | None = None, progress: Progress | None = None):
+def rerun(path: Run | str | Path, *, out: str | Path | None = None,
+          progress: Progress | None = None):
     """Train again from a run's recorded config and check the result is bit-identical.
 
     Args:
-        path: a complete run directory.
+        path: a complete run (a ``Run`` or its directory).
         out: where the new run goes (default: next to the original).
 
     Returns:
         ``(new_run, report)`` where report is a dict with ``weights_identical``,
         ``metrics_identical`` and the two test accuracies.
     """
-    from mnistlab.runs import load_run
+    from mnistlab.runs import as_run
 
-    old = load_run(path)
+    old = as_run(path)
     new = train(old.config, out=out or old.path.parent, progress=progress, report=False)
     same_weights = compare_weights(old.load_model(), new.load_model())
+    was, now = old.metrics, new.metrics
     keys = ("test_loss", "test_accuracy", "confusion_matrix")
-    same_metrics = all(old.metrics.get(k) == new.metrics.get(k) for k in keys)
     return new, {
         "weights_identical": same_weights,
-        "metrics_identical": same_metrics,
-        "old_accuracy": old.metrics.get("test_accuracy"),
-        "new_accuracy": new.metrics.get("test_accuracy"),
+        "metrics_identical": all(was.get(k) == now.get(k) for k in keys),
+        "old_accuracy": was.get("test_accuracy"),
+        "new_accuracy": now.get("test_accuracy"),
     }
