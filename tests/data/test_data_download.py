@@ -32,6 +32,16 @@ def test_good_file_is_downloaded_verified_and_renamed(http_server, tmp_path, cap
     assert capsys.readouterr() == ("", "")  # the library never prints
 
 
+def test_without_content_length_the_last_progress_call_gives_the_size(http_server, tmp_path):
+    http_server.routes["/f.bin"] = Route(BODY, length=False)
+    seen = []
+    dest = tmp_path / "f.bin"
+    download.fetch(dest, SHA, [http_server.url + "/f.bin"], progress=lambda *a: seen.append(a))
+    assert dest.read_bytes() == BODY
+    assert seen[0] == ("f.bin", 0, None) and seen[-2][2] is None
+    assert seen[-1] == ("f.bin", len(BODY), len(BODY))
+
+
 def test_wrong_hash_removes_the_file_and_says_so(http_server, tmp_path):
     http_server.routes["/f.bin"] = Route(b"not the file")
     dest = tmp_path / "f.bin"

@@ -32,7 +32,8 @@ TIMEOUT = 30.0
 _CHUNK = 1 << 16
 _SCHEMES = ("http", "https", "file")
 
-# progress(file_name, bytes_done, bytes_total_or_None); the CLI draws a bar with it.
+# progress(file_name, bytes_done, bytes_total_or_None); the CLI draws a bar with it. The last
+# call for a file that arrived whole has bytes_done == bytes_total, even without a Content-Length.
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -180,6 +181,8 @@ def _stream(url, out, name, progress, timeout):
                 received += len(block)
                 if progress:
                     progress(name, received, expected)
+            if progress and expected is None:  # the size is known now: let the bar finish
+                progress(name, received, received)
     except urllib.error.HTTPError as e:
         raise _OriginFailed(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
