@@ -119,3 +119,23 @@ def test_train_falls_back_out_loud(tmp_path):
     (run,) = list_runs(tmp_path)
     assert run.is_complete and run.manifest["dataset"]["name"] == "digits"
     assert f"Run directory: {run.path}" in res.stdout
+
+
+def test_exit_after_jax_still_runs_atexit_handlers_and_keeps_the_code(tmp_path):
+    """The console script skips interpreter teardown once JAX is loaded, but nothing else."""
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys, click\n"
+        "from mnistlab.cli import cli, main\n"
+        "@cli.command('probe')\n"
+        "def probe():\n"
+        "    import jax  # noqa: F401\n"
+        f"    atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "    click.echo('unflushed output', nl=False)\n"
+        "    sys.exit(3)\n"
+        "sys.argv = ['mnistlab', 'probe']\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "unflushed output" and marker.read_text() == "yes"

@@ -73,8 +73,8 @@ def main():
     import atexit
 
     exiting = {"code": None}
-    # Registered before anything else can register: atexit runs handlers last-in first-out, so
-    # this one runs after all of them.
+    # Registered before a command imports what registers handlers of its own (JAX, logging):
+    # atexit runs handlers last-in first-out, so this one runs after all of them.
     atexit.register(_skip_teardown, exiting)
     try:
         cli(prog_name="mnistlab")
