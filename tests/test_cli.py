@@ -96,7 +96,46 @@ def test_end_to_end_real_cli(tmp_path):
     assert again["test_accuracy"] == recorded["test_accuracy"]
     assert again["test_loss"] == recorded["test_loss"]
     assert again["confusion_matrix"] == recorded["confusion_matrix"]
+    # Exit code 1 after JAX loaded (the process ends without interpreter teardown): the code and
+    # the whole table still arrive.
+    bad = subprocess.run([str(exe), "predict", str(run), str(tmp_path / "missing.png")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1, bad.stderr
+    assert "missing.png" in bad.stdout and "ERROR: cannot read image" in bad.stdout
     ls = subprocess.run([str(exe), "runs", str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.name in ls.stdout and "complete" in ls.stdout
     py = subprocess.run([sys.executable, "-m", "mnistlab", "--version"], capture_output=True, text=True)
     assert py.returncode == 0 and "mnistlab" in py.stdout
+
+
+def test_train_falls_back_out_loud(tmp_path):
+    from mnistlab.runs import list_runs
+
+    res = CliRunner().invoke(cli, ["train", "--dataset", "no_such_data", "--fallback", "digits",
+                                   "--epochs", "1", "--out", str(tmp_path), "--no-report", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "Cannot use dataset 'no_such_data': unknown dataset" in res.stderr
+    assert "Falling back to 'digits' (asked for with --fallback)." in res.stderr
+    (run,) = list_runs(tmp_path)
+    assert run.is_complete and run.manifest["dataset"]["name"] == "digits"
+    assert f"Run directory: {run.path}" in res.stdout
+
+
+def test_exit_after_jax_still_runs_atexit_handlers_and_keeps_the_code(tmp_path):
+    """The console script skips interpreter teardown once JAX is loaded, but nothing else."""
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys, click\n"
+        "from mnistlab.cli import cli, main\n"
+        "@cli.command('probe')\n"
+        "def probe():\n"
+        "    import jax  # noqa: F401\n"
+        f"    atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "    click.echo('unflushed output', nl=False)\n"
+        "    sys.exit(3)\n"
+        "sys.argv = ['mnistlab', 'probe']\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "unflushed output" and marker.read_text() == "yes"

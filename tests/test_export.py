@@ -23,6 +23,7 @@ from mnistlab.export import (
     verify_export,
 )
 from mnistlab.files import sha256_file
+from mnistlab.runs import load_run
 
 NEEDED = {"tensorflow": "TensorFlow", "tf2onnx": "tf2onnx", "onnx": "onnx",
           "onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert"}
@@ -94,7 +95,7 @@ def test_a_doctored_onnx_file_is_refused(exported, tmp_path, delta, label_change
     onnx.save(model, str(doctored))
 
     with pytest.raises(ExportError, match="does not match the Keras model") as err:
-        verify_export(run_path, "onnx", doctored)
+        verify_export(load_run(run_path), "onnx", doctored)  # a Run object or its directory
     agree = "labels agree on 100.00%" in str(err.value)
     assert agree != label_change  # a small change keeps labels and is still refused on Δp
 
@@ -128,6 +129,8 @@ def test_incomplete_run_is_refused(run_copy, tmp_path):
     (half / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     with pytest.raises(RunError, match="not complete"):
         export_run(half, "onnx")
+    with pytest.raises(RunError, match="not complete"):  # also when handed an open Run
+        export_run(load_run(half, require_complete=False), "onnx")
     res = CliRunner().invoke(cli, ["export", str(half), "--format", "onnx"])
     assert res.exit_code == 1 and "not complete" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nothing"), "--format", "onnx"])

@@ -72,4 +72,5 @@ def test_plain_keras_model_file(digits_run, pictures):
 
 def test_nothing_to_predict_is_a_usage_error(digits_run):
     res = CliRunner().invoke(cli, ["predict", str(digits_run.path)])
-    assert res.exit_code == 2 and "--index" in res.output
+    assert res.exit_code == 1 and res.output.startswith("Error: nothing to predict")
+    assert "--index" in res.output

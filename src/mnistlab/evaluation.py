@@ -87,7 +87,7 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
     """Evaluate a run's model (or a plain Keras model file) on a dataset's test part.
 
     Args:
-        run: a run directory; its dataset is used unless ``dataset``/``data_path`` is given.
+        run: a run (a ``Run`` or its directory); its dataset is used unless ``dataset``/``data_path`` is given.
         model_path: a ``.keras``/``.h5`` file saved by any Keras code (needs ``dataset`` or
             ``data_path``, or ``run``).
         dataset: a dataset name; data_path: a user's own data.
@@ -101,11 +101,11 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
     from mnistlab.data import load_dataset
     from mnistlab.errors import ConfigError
     from mnistlab.modelfile import load_model_file
-    from mnistlab.runs import load_run
+    from mnistlab.runs import as_run
 
     cfg = None
     if run is not None:
-        r = load_run(run)
+        r = as_run(run)
         cfg = r.config
         model = load_model_file(model_path) if model_path else r.load_model()
     elif model_path is not None:

@@ -14,7 +14,6 @@ Each export and its parity figures are recorded in the run directory's ``export.
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.util
 import json
 import os
@@ -22,13 +21,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from mnistlab.errors import ConfigError, ExportError
-from mnistlab.files import sha256_file, write_json
+from mnistlab.errors import ConfigError, ExportError, RunError
+from mnistlab.files import load_npz, sha256_file, write_json
+from mnistlab.runs import Run, as_run, utc_now
 
 # CLI name -> (Keras format name, default file name under <run>/export/)
 FORMATS = {
@@ -69,7 +70,7 @@ def default_path(run_path: str | Path, fmt: str) -> Path:
 
 
 def export_run(
-    run_path: str | Path,
+    run: Run | str | Path,
     formats,
     *,
     out: str | Path | None = None,
@@ -78,7 +79,7 @@ def export_run(
     """Export a run's model, check each export against the Keras model, record it in export.json.
 
     Args:
-        run_path: a complete run directory.
+        run: a complete run (a ``Run``, or its directory).
         formats: ``"onnx"``, ``"litert"``, ``"savedmodel"`` or a list of them.
         out: file (or folder, for savedmodel) to write; only with a single format. Default:
             ``<run>/export/model.onnx``, ``model.tflite`` or ``saved_model/``.
@@ -94,8 +95,6 @@ def export_run(
         ExportError: a tool is missing, Keras could not export, or an export does not match the
             Keras model (its record, with ``ok: false``, is still written to export.json).
     """
-    from mnistlab.runs import load_run
-
     formats = check_formats(formats)
     if out is not None and len(formats) > 1:
         raise ConfigError(
@@ -104,20 +103,20 @@ def export_run(
         )
     if n_images < 1:
         raise ConfigError(f"the parity check needs at least 1 image; received n_images={n_images}")
-    run = load_run(run_path)
+    run = as_run(run)
     targets = {f: Path(out) if out is not None else default_path(run.path, f) for f in formats}
     for f in formats:
         _require(f)
     for path in targets.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    write_exports(run.path, targets)
+    write_exports(run, targets)
 
-    images, expected = _reference(run.path, n_images)
+    images, expected = _reference(run, n_images)
     records = {f: _compare(f, p, images, expected) for f, p in targets.items()}
     for f, p in targets.items():
         records[f] = {"path": _display_path(p, run.path), "bytes": _size(p), "sha256": _digest(p),
-                      **records[f], "exported_at": _now()}
-    record_exports(run.path, records)
+                      **records[f], "exported_at": utc_now()}
+    record_exports(run, records)
     bad = {f: r for f, r in records.items() if not r["ok"]}
     if bad:
         raise ExportError("; ".join(_mismatch_text(f, r) for f, r in bad.items()))
@@ -138,8 +137,8 @@ def _require(fmt: str) -> None:
         )
 
 
-def write_exports(run_path: str | Path, targets: dict[str, Path]) -> None:
-    """Write each ``{format: path}`` with Keras' exporter on the TensorFlow backend.
+def write_exports(run: Run | str | Path, targets: dict[str, Path]) -> None:
+    """Write each ``{format: path}`` of a run's model with Keras' exporter on TensorFlow.
 
     In a process already on the TensorFlow backend this happens here; otherwise in a child process
     (``python -m mnistlab.export``) started with ``KERAS_BACKEND=tensorflow``.
@@ -150,8 +149,9 @@ def write_exports(run_path: str | Path, targets: dict[str, Path]) -> None:
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        _write_here(run_path, targets)
+        _write_here(as_run(run), targets)
         return
+    run_path = run.path if isinstance(run, Run) else run
     args = [sys.executable, "-m", "mnistlab.export", str(run_path)]
     for fmt, path in targets.items():
         args += [fmt, str(path)]
@@ -172,13 +172,11 @@ def write_exports(run_path: str | Path, targets: dict[str, Path]) -> None:
         )
 
 
-def _write_here(run_path: str | Path, targets: dict[str, Path]) -> None:
+def _write_here(run: Run, targets: dict[str, Path]) -> None:
     """Load the run's model on this (TensorFlow) backend and export each format atomically."""
     import warnings
 
-    from mnistlab.runs import load_run
-
-    model = load_run(run_path).load_model()
+    model = run.load_model()
     # Keras exports only models that have been called; a loaded model has not been yet.
     model(np.zeros((1, *model.input_shape[1:]), dtype=np.float32))
     for fmt, path in targets.items():
@@ -214,19 +212,22 @@ def _replace(src: Path, dst: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def parity_images(run_path: str | Path, n_images: int = N_IMAGES) -> np.ndarray:
+def parity_images(run: Run | str | Path, n_images: int = N_IMAGES) -> np.ndarray:
     """The first ``n_images`` test images stored with the run, uint8 ``(N, H, W)``.
 
-    Raises:
-        RunError: predictions.npz is missing.
-    """
-    from mnistlab.errors import RunError
+    Args:
+        run: a ``Run`` or its directory (which need not be complete).
 
-    path = Path(run_path) / "predictions.npz"
+    Raises:
+        RunError: predictions.npz is missing or unreadable.
+    """
+    path = (run.path if isinstance(run, Run) else Path(run)) / "predictions.npz"
     if not path.is_file():
         raise RunError(f"{path} is missing; the run is incomplete. Train it again")
-    with np.load(path, allow_pickle=False) as npz:
-        return npz["images"][:n_images]
+    try:
+        return load_npz(path, keys=("images",))["images"][:n_images]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise RunError(f"{path} is unreadable ({e}); the run directory is damaged") from None
 
 
 def run_export(fmt: str, path: str | Path, x: np.ndarray) -> np.ndarray:
@@ -293,11 +294,11 @@ def _runtime_name(fmt: str) -> str:
         return package
 
 
-def parity(run_path: str | Path, fmt: str, path: str | Path, n_images: int = N_IMAGES) -> dict:
+def parity(run: Run | str | Path, fmt: str, path: str | Path, n_images: int = N_IMAGES) -> dict:
     """Compare an export with the run's Keras model on the run's test images.
 
     Args:
-        run_path: the run the export was made from.
+        run: the run the export was made from (a ``Run`` or its directory).
         fmt: the export's format.
         path: the exported file (folder for savedmodel).
         n_images: how many test images to use (at most all of them).
@@ -310,17 +311,15 @@ def parity(run_path: str | Path, fmt: str, path: str | Path, n_images: int = N_I
         ExportError: the runtime cannot load or run the file, or its output has the wrong shape.
     """
     fmt = check_formats(fmt)[0]
-    images, expected = _reference(run_path, n_images)
+    images, expected = _reference(as_run(run), n_images)
     return _compare(fmt, path, images, expected)
 
 
-def _reference(run_path: str | Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+def _reference(run: Run, n_images: int) -> tuple[np.ndarray, np.ndarray]:
     """The parity images (uint8 ``(N, H, W)``) and the Keras model's probabilities on them."""
     from mnistlab.evaluation import predict_proba
-    from mnistlab.runs import load_run
 
-    run = load_run(run_path)
-    images = parity_images(run.path, n_images)
+    images = parity_images(run, n_images)
     return images, predict_proba(run.load_model(), images)
 
 
@@ -341,13 +340,13 @@ def _compare(fmt: str, path: str | Path, images: np.ndarray, expected: np.ndarra
     }
 
 
-def verify_export(run_path: str | Path, fmt: str, path: str | Path, n_images: int = N_IMAGES) -> dict:
+def verify_export(run: Run | str | Path, fmt: str, path: str | Path, n_images: int = N_IMAGES) -> dict:
     """Like ``parity`` but refuse a mismatch.
 
     Raises:
         ExportError: the export differs from the Keras model (figures in the message).
     """
-    result = parity(run_path, fmt, path, n_images)
+    result = parity(run, fmt, path, n_images)
     if not result["ok"]:
         raise ExportError(_mismatch_text(fmt, {**result, "path": str(path)}))
     return result
@@ -367,12 +366,12 @@ def _mismatch_text(fmt: str, r: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def record_exports(run_path: str | Path, records: dict[str, dict]) -> dict:
+def record_exports(run: Run | str | Path, records: dict[str, dict]) -> dict:
     """Merge ``{format: record}`` into ``<run>/export.json`` (written atomically); return it all.
 
     An unreadable export.json is replaced rather than trusted.
     """
-    path = Path(run_path) / EXPORT_JSON
+    path = (run.path if isinstance(run, Run) else Path(run)) / EXPORT_JSON
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data.get("formats"), dict):
@@ -382,10 +381,6 @@ def record_exports(run_path: str | Path, records: dict[str, dict]) -> dict:
     data["formats"].update(records)
     write_json(path, data)
     return data
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _display_path(path: Path, run_path: Path) -> str:
@@ -430,7 +425,7 @@ def _child_main(argv: list[str]) -> int:
     try:
         targets = {f: Path(p) for f, p in zip(pairs[::2], pairs[1::2], strict=True)}
         check_formats(list(targets))
-        _write_here(run, targets)
+        _write_here(as_run(run), targets)
     except MnistlabError as e:
         sys.stderr.write(f"Error: {e}\n")
         return 1

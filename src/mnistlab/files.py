@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mnistlab.errors import MnistlabError
@@ -133,18 +133,45 @@ def save_with(
 
 
 def sha256_file(path: str | Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+    """Return the hex sha256 of a file."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_npz(path: str | Path) -> dict:
-    """Read every array of an ``.npz`` into a dict and close the file (``allow_pickle=False``)."""
+def load_npz(path: str | Path, keys: Sequence[str] | None = None) -> dict:
+    """Read arrays of an ``.npz`` into a dict and close the file, never unpickling.
+
+    The one ``.npz`` reader of the package: ``allow_pickle=False``, and the file handle is closed
+    even when the archive is damaged.
+
+    Args:
+        path: the ``.npz`` file.
+        keys: the arrays to read (default: all of them).
+
+    Returns:
+        ``{name: array}``.
+
+    Raises:
+        OSError: the file is missing or unreadable. zipfile.BadZipFile: a damaged archive.
+        ValueError: not an ``.npz`` archive, pickled objects, or one of ``keys`` is missing (the
+            message names it).
+    """
     import numpy as np
 
     # Open the file ourselves: np.load leaks its handle when the zip inside is unreadable.
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    with open(path, "rb") as f:
+        data = np.load(f, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} is a single .npy array, not an .npz archive")
+        with data:
+            return _arrays(path, data, keys)
+
+
+def _arrays(path, data, keys: Sequence[str] | None) -> dict:
+    """The arrays ``keys`` (all when None) of an open ``NpzFile``."""
+    missing = [k for k in keys or () if k not in data.files]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the array(s) {', '.join(missing)}; it holds {sorted(data.files)}"
+        )
+    return {k: data[k] for k in (data.files if keys is None else keys)}

@@ -1,4 +1,8 @@
-"""Predict a person's image files: expand folders, keep going past bad files, show what was seen."""
+"""Predict a person's image files: expand folders, keep going past bad files, show what was seen.
+
+``plan_prediction`` turns what a user asked for (a run directory or a model file; test images by
+index or image files) into one ``PredictionPlan``: the predictor, the test images and the files.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistlab.errors import ImageError
+from mnistlab.errors import ConfigError, ImageError
 from mnistlab.files import load_npz
+from mnistlab.runs import as_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -32,6 +37,61 @@ class FileResult:
                     for lbl, n, q in p.top_k],
             "message": p.message,
         }
+
+
+@dataclass
+class PredictionPlan:
+    """What to predict with and on.
+
+    Attributes:
+        predictor: a ``mnistlab.inference.Predictor``.
+        tests: ``(index, true label, image)`` per test image asked for by index; images are the
+            run's stored test images, already model-shaped (uint8 ``(H, W)``).
+        files: image files and folders to predict (see ``predict_files``).
+    """
+
+    predictor: object
+    tests: list[tuple[int, int, np.ndarray]]
+    files: list[str]
+
+
+def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
+    """Choose the prediction source and the inputs, loading the run (or model file) once.
+
+    Args:
+        args: the positional inputs: a run (a ``Run`` or its directory) followed by image files
+            and folders; with ``model_path``, image files and folders only.
+        indices: test image indices of the run (needs a run directory).
+        model_path: a ``.keras``/``.h5`` file to predict with instead of a run's model.
+
+    Returns:
+        A ``PredictionPlan``.
+
+    Raises:
+        ConfigError: ``indices`` with ``model_path``, or nothing to predict.
+        RunError, ModelError: the run or model file cannot be used. ImageError: an index is
+            outside the test set.
+    """
+    from mnistlab.inference import Predictor
+
+    args = list(args)
+    files = [str(a) for a in (args if model_path else args[1:])]
+    if indices and model_path:
+        raise ConfigError(
+            "--index needs a run directory (its test images), not --model; received --model "
+            f"{model_path} with --index {', '.join(map(str, indices))}"
+        )
+    if not indices and not files:
+        raise ConfigError("nothing to predict: give --index N or one or more IMAGE files/folders")
+    if model_path:
+        from mnistlab.modelfile import load_model_file
+
+        return PredictionPlan(Predictor.from_model(load_model_file(model_path)), [], files)
+    run = as_run(args[0])
+    predictor = Predictor.from_model(
+        run.load_model(), preprocess_params=run.preprocess_params, class_names=run.class_names
+    )
+    return PredictionPlan(predictor, pick_test_images(run, indices) if indices else [], files)
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -104,7 +164,7 @@ def pick_test_images(run, indices) -> list[tuple[int, int, np.ndarray]]:
     Raises:
         ImageError: an index outside the test set.
     """
-    data = load_npz(run.file("predictions.npz"))
+    data = load_npz(run.file("predictions.npz"), keys=("labels", "images"))
     n = len(data["labels"])
     out = []
     for i in indices:

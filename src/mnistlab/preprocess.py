@@ -233,96 +233,21 @@ def scale_to_255(a: np.ndarray) -> np.ndarray:
 
 
 def _preprocess_gray(gray: np.ndarray, p: PreprocessParams) -> Preprocessed:
-    from scipy import ndimage
-
+    """Steps 2-6 of the module docstring on a float32 grayscale picture (step 1 is done)."""
     h0, w0 = gray.shape
     g, scale = _shrink(gray, p.work_size)
-
-    # 2. Polarity: the border is paper; ink is whichever extreme the paper is not.
-    ring = _border(g)
-    paper = _ranked(ring, len(ring) // 2)
-    inverted = paper - float(g.min()) > float(g.max()) - paper
-    if inverted:
-        g = np.float32(255.0) - g
-        ring = np.float32(255.0) - ring
-        paper = 255.0 - paper
-
-    # 3. Ink level = the k-th brightest pixel, so a few hot pixels cannot set it.
-    ink = _ranked(g, g.size - max(1, g.size // 20000))
-    contrast = ink - paper
-    if contrast < p.min_contrast:
-        return _blank(
-            p,
-            f"no ink: the darkest and lightest parts differ by only {contrast:.0f} "
-            f"of 255 (need {p.min_contrast:.0f})",
-            inverted,
-        )
-    spread = 1.4826 * _ranked(np.abs(ring - np.float32(paper)), len(ring) // 2)
-    floor = paper + p.noise_sigmas * spread
-    level = paper + 0.5 * contrast
-    if floor >= level:
-        return _no_digit(
-            g,
-            p,
-            "the picture is noise: the paper varies as much as the ink differs from it",
-            inverted,
-        )
+    g, ring, paper, inverted = _orient(g)
+    try:
+        floor, ink, level = _levels(g, ring, paper, p)
+        strokes = _Strokes.find(g > level, p)
+        _check(strokes, g.shape, p)
+    except _Refused as r:
+        if r.status == "blank":
+            return _blank(p, r.message, inverted)
+        return _no_digit(g, p, r.message, inverted)
     out = np.clip((g - np.float32(floor)) / np.float32(ink - floor), 0.0, 1.0)
-
-    # 4. Ink regions; specks are erased.
-    mask = g > level
-    eight = np.ones((3, 3), dtype=bool)
-    labels, n = ndimage.label(mask, structure=eight)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    largest = int(sizes.max())
-    keep_ids = np.flatnonzero(sizes >= p.speck_fraction * largest) + 1
-    kept = np.isin(labels, keep_ids)
-    total = int(sizes.sum())
-
-    # 5. Checks.
-    rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    bh, bw = bottom - top, right - left
-    if max(bh, bw) < p.min_extent * max(g.shape):
-        return _blank(
-            p,
-            f"only a speck of ink ({bw}x{bh} pixels) in a {g.shape[1]}x{g.shape[0]} picture",
-            inverted,
-        )
-    ink_share = kept.mean()
-    if ink_share > p.max_ink_fraction:
-        return _no_digit(
-            g,
-            p,
-            f"ink covers {ink_share:.0%} of the picture; crop the picture "
-            "around one digit written on plain paper",
-            inverted,
-        )
-    if largest < p.min_main_share * total:
-        return _no_digit(
-            g, p, f"the ink is scattered in {n} small specks (noise?), not strokes", inverted
-        )
-    fill = kept[top:bottom, left:right].mean()
-    if fill > 0.8 and min(bh, bw) > 0.4 * max(bh, bw) and min(bh, bw) > 2:
-        return _no_digit(
-            g, p, f"the ink is a solid blob ({fill:.0%} of its box), not strokes", inverted
-        )
-
-    # 6. Crop to the box of the strokes at half contrast: in MNIST that box is the 20-px box (its
-    # anti-aliased edges are steep), while in a photo blur and lighting add a faint halo around
-    # the strokes that would otherwise count as digit and shrink it (measured: rendered digits
-    # came out ~6 % smaller). Faint ink next to the strokes stays inside the box; everything
-    # else is erased. A picture already at the model's size keeps its own box, faint edges too.
-    grow = max(2, round(max(g.shape) / 100))
-    support = ndimage.binary_dilation(kept, structure=eight, iterations=grow)
-    out = np.where(support, out, np.float32(0.0))
-    if g.shape == (p.size, p.size):  # already model-sized (MNIST-like): keep its own faint edges
-        rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
-        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = out[top:bottom, left:right]
-    crop = _thicken(crop, p)
-    small = _fit_box(crop, p)
-    image = _place(small, p)
+    crop, (top, left, bottom, right) = _crop(out, strokes, p)
+    image = _place(_fit_box(_thicken(crop, p), p), p)
     bbox = (
         min(h0, int(np.floor(top / scale))),
         min(w0, int(np.floor(left / scale))),
@@ -330,6 +255,133 @@ def _preprocess_gray(gray: np.ndarray, p: PreprocessParams) -> Preprocessed:
         min(w0, int(np.ceil(right / scale))),
     )
     return Preprocessed(image, "ok", "", bbox, inverted)
+
+
+def _orient(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Step 2, polarity: the border is paper; ink is whichever extreme the paper is not.
+
+    Returns:
+        ``(picture, border pixels, paper level, inverted)`` with light ink on dark paper.
+    """
+    ring = _border(g)
+    paper = _ranked(ring, len(ring) // 2)
+    inverted = paper - float(g.min()) > float(g.max()) - paper
+    if inverted:
+        g = np.float32(255.0) - g
+        ring = np.float32(255.0) - ring
+        paper = 255.0 - paper
+    return g, ring, paper, inverted
+
+
+class _Refused(Exception):
+    """A step found no digit to show the model; ``status`` is ``"blank"`` or ``"no_digit"``."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _levels(g: np.ndarray, ring: np.ndarray, paper: float, p: PreprocessParams):
+    """Step 3: the noise floor, the ink level and the half-way level between paper and ink.
+
+    Raises:
+        _Refused: no ink contrast, or paper as uneven as the ink is dark.
+    """
+    # The ink level is the k-th brightest pixel, so a few hot pixels cannot set it.
+    ink = _ranked(g, g.size - max(1, g.size // 20000))
+    contrast = ink - paper
+    if contrast < p.min_contrast:
+        raise _Refused(
+            "blank",
+            f"no ink: the darkest and lightest parts differ by only {contrast:.0f} "
+            f"of 255 (need {p.min_contrast:.0f})",
+        )
+    spread = 1.4826 * _ranked(np.abs(ring - np.float32(paper)), len(ring) // 2)
+    floor = paper + p.noise_sigmas * spread
+    level = paper + 0.5 * contrast
+    if floor >= level:
+        raise _Refused(
+            "no_digit", "the picture is noise: the paper varies as much as the ink differs from it"
+        )
+    return floor, ink, level
+
+
+_EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity
+
+
+@dataclass
+class _Strokes:
+    """Step 4: the ink regions that are not specks, and figures the checks need."""
+
+    kept: np.ndarray  # bool (H, W): pixels of the regions kept
+    box: tuple[int, int, int, int]  # (top, bottom, left, right) of ``kept``, end exclusive
+    n: int  # regions found, specks included
+    largest: int  # pixels in the largest region
+    total: int  # ink pixels, specks included
+
+    @classmethod
+    def find(cls, mask: np.ndarray, p: PreprocessParams) -> _Strokes:
+        from scipy import ndimage
+
+        labels, n = ndimage.label(mask, structure=_EIGHT)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        largest = int(sizes.max())
+        kept = np.isin(labels, np.flatnonzero(sizes >= p.speck_fraction * largest) + 1)
+        rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+        box = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)
+        return cls(kept, box, n, largest, int(sizes.sum()))
+
+
+def _check(s: _Strokes, shape: tuple[int, int], p: PreprocessParams) -> None:
+    """Step 5: refuse a speck, ink covering the picture, scattered specks or a solid blob.
+
+    Raises:
+        _Refused: with ``"blank"`` (only a speck) or ``"no_digit"``.
+    """
+    top, bottom, left, right = s.box
+    bh, bw = bottom - top, right - left
+    if max(bh, bw) < p.min_extent * max(shape):
+        raise _Refused(
+            "blank", f"only a speck of ink ({bw}x{bh} pixels) in a {shape[1]}x{shape[0]} picture"
+        )
+    ink_share = s.kept.mean()
+    if ink_share > p.max_ink_fraction:
+        raise _Refused(
+            "no_digit",
+            f"ink covers {ink_share:.0%} of the picture; crop the picture "
+            "around one digit written on plain paper",
+        )
+    if s.largest < p.min_main_share * s.total:
+        raise _Refused(
+            "no_digit", f"the ink is scattered in {s.n} small specks (noise?), not strokes"
+        )
+    fill = s.kept[top:bottom, left:right].mean()
+    if fill > 0.8 and min(bh, bw) > 0.4 * max(bh, bw) and min(bh, bw) > 2:
+        raise _Refused("no_digit", f"the ink is a solid blob ({fill:.0%} of its box), not strokes")
+
+
+def _crop(out: np.ndarray, s: _Strokes, p: PreprocessParams):
+    """Step 6, crop: erase all but the strokes and faint ink next to them; cut out their box.
+
+    The box is that of the strokes at half contrast: in MNIST that box is the 20-px box (its
+    anti-aliased edges are steep), while in a photo blur and lighting add a faint halo around
+    the strokes that would otherwise count as digit and shrink it (measured: rendered digits
+    came out ~6 % smaller). A picture already at the model's size keeps its own box, faint edges
+    too.
+
+    Returns:
+        ``(crop, (top, left, bottom, right))``.
+    """
+    from scipy import ndimage
+
+    top, bottom, left, right = s.box
+    grow = max(2, round(max(out.shape) / 100))
+    support = ndimage.binary_dilation(s.kept, structure=_EIGHT, iterations=grow)
+    out = np.where(support, out, np.float32(0.0))
+    if out.shape == (p.size, p.size):  # already model-sized (MNIST-like): keep its own faint edges
+        rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return out[top:bottom, left:right], (top, left, bottom, right)
 
 
 def _shrink(gray: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:

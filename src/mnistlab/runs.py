@@ -22,6 +22,11 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
 
 
+def utc_now() -> str:
+    """The current UTC time as run files record it, e.g. ``2026-11-30T03:26:26+00:00``."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "data"
 
@@ -74,6 +79,23 @@ class Run:
     @property
     def history(self) -> list[dict]:
         return read_history(self.path / "history.csv")
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names recorded with the dataset, index = label (None if not recorded)."""
+        return (self.manifest.get("dataset") or {}).get("class_names")
+
+    @property
+    def preprocess_params(self):
+        """The run's ``PreprocessParams`` from ``preprocess.json`` (None if the run has none).
+
+        Raises:
+            ConfigError: the file is not valid preprocessing parameters.
+        """
+        from mnistlab.preprocess import PreprocessParams
+
+        path = self.path / "preprocess.json"
+        return PreprocessParams.from_json(path.read_text()) if path.is_file() else None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -131,13 +153,35 @@ def load_run(path: str | Path, require_complete: bool = True) -> Run:
         RunError: missing, not a run, or incomplete (with the command that resumes it).
     """
     run = Run(Path(path), read_manifest(path))
-    if require_complete and not run.is_complete:
+    if require_complete:
+        check_complete(run)
+    return run
+
+
+def as_run(run: Run | str | Path, require_complete: bool = True) -> Run:
+    """Return ``run`` itself when it is a ``Run`` already, else open the directory it names.
+
+    Library functions take either, so a command that opened a run passes it on and nothing reads
+    the run directory twice.
+
+    Raises:
+        RunError: as ``load_run``.
+    """
+    if not isinstance(run, Run):
+        return load_run(run, require_complete)
+    if require_complete:
+        check_complete(run)
+    return run
+
+
+def check_complete(run: Run) -> None:
+    """Raise ``RunError`` (with the command that resumes it) unless ``run`` finished."""
+    if not run.is_complete:
         raise RunError(
             f"run {run.path} is {run.status} (epoch {run.manifest.get('epochs_done', 0)} of "
             f"{run.manifest.get('epochs_planned', '?')}), not complete. Finish it with "
             f"`mnistlab train --resume {run.path}`"
         )
-    return run
 
 
 def list_runs(root: str | Path = "runs") -> list[Run]:

@@ -8,7 +8,6 @@ and record everything needed to report, predict, serve, export or rerun.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
@@ -32,13 +31,9 @@ from mnistlab.engine import fit_fast, permutation
 from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.preprocess import PreprocessParams
-from mnistlab.runs import Run, create_run_dir, history_csv
+from mnistlab.runs import Run, create_run_dir, history_csv, utc_now
 
 Progress = Callable[[int, int, dict], None]
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _versions() -> dict:
@@ -142,7 +137,7 @@ class _EpochEnd:
 
         logs = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         if not all(math.isfinite(v) for v in logs.values()):
-            self.run.update(status="failed", finished=_now(), error="diverged")
+            self.run.update(status="failed", finished=utc_now(), error="diverged")
             raise TrainingError(
                 f"training diverged at epoch {epoch + 1} ({logs}). The last good checkpoint "
                 f"(epoch {len(self.rows)}) is kept in {self.run.path}. Lower train.learning_rate "
@@ -200,7 +195,7 @@ def _start_run(config: Config, ds: Dataset, out, command) -> Run:
         command=list(command if command is not None else sys.argv), seed=config.seed,
         preset=config.preset, dataset=_dataset_record(ds, len(train_idx), len(val_idx)),
         split_file="split.npz", versions=_versions(), backend=keras.backend.backend(),
-        platform=platform.platform(), started=_now(), finished=None, duration_s=None,
+        platform=platform.platform(), started=utc_now(), finished=None, duration_s=None,
         epochs_planned=config.train.epochs, epochs_done=0, files={},
     )
     write_text(run.file("config.toml"), to_toml(config))
@@ -317,7 +312,7 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
     start_epoch = 0
     if resume is not None:
         start_epoch, rows = load_checkpoint(run.path, model)
-        run.update(status="running", pid=os.getpid(), resumed_at=_now(),
+        run.update(status="running", pid=os.getpid(), resumed_at=utc_now(),
                    resumed_from_epoch=start_epoch)
     else:
         run.update(params=int(model.count_params()))
@@ -349,7 +344,7 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
              predicted=probs.argmax(axis=1).astype(np.int64), images=ds.x_test)
     files = _save_model_files(run, model)
     elapsed = time.time() - started + float(run.manifest.get("duration_s") or 0.0)
-    run.update(status="complete", finished=_now(), duration_s=round(elapsed, 3), files=files,
+    run.update(status="complete", finished=utc_now(), duration_s=round(elapsed, 3), files=files,
                test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
     if config.report.enabled if report is None else report:
         from mnistlab.report import build_report
@@ -389,27 +384,28 @@ def compare_weights(a, b) -> bool:
     )
 
 
-def rerun(path: str | Path, *, out: str | Path | None = None, progress: Progress | None = None):
+def rerun(path: Run | str | Path, *, out: str | Path | None = None,
+          progress: Progress | None = None):
     """Train again from a run's recorded config and check the result is bit-identical.
 
     Args:
-        path: a complete run directory.
+        path: a complete run (a ``Run`` or its directory).
         out: where the new run goes (default: next to the original).
 
     Returns:
         ``(new_run, report)`` where report is a dict with ``weights_identical``,
         ``metrics_identical`` and the two test accuracies.
     """
-    from mnistlab.runs import load_run
+    from mnistlab.runs import as_run
 
-    old = load_run(path)
+    old = as_run(path)
     new = train(old.config, out=out or old.path.parent, progress=progress, report=False)
     same_weights = compare_weights(old.load_model(), new.load_model())
+    was, now = old.metrics, new.metrics
     keys = ("test_loss", "test_accuracy", "confusion_matrix")
-    same_metrics = all(old.metrics.get(k) == new.metrics.get(k) for k in keys)
     return new, {
         "weights_identical": same_weights,
-        "metrics_identical": same_metrics,
-        "old_accuracy": old.metrics.get("test_accuracy"),
-        "new_accuracy": new.metrics.get("test_accuracy"),
+        "metrics_identical": all(was.get(k) == now.get(k) for k in keys),
+        "old_accuracy": was.get("test_accuracy"),
+        "new_accuracy": now.get("test_accuracy"),
     }

@@ -35,13 +35,14 @@ def _handler(server: Server):
                 route.barrier.wait(timeout=10)
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(route.body) + route.extra_length))
+            if route.length:
+                self.send_header("Content-Length", str(len(route.body) + route.extra_length))
             self.end_headers()
             half = len(route.body) // 2
             self.wfile.write(route.body[:half])
             self.wfile.flush()
             self.wfile.write(route.body[half:])
-            if route.extra_length:
+            if route.extra_length or not route.length:
                 self.close_connection = True
 
         def log_message(self, *args):  # keep test output clean

@@ -53,6 +53,7 @@ class Route:
     body: bytes = b""
     status: int = 200
     extra_length: int = 0  # announce this many bytes more than sent, then close (cut transfer)
+    length: bool = True  # send a Content-Length header (without one, the end is the close)
     barrier: threading.Barrier | None = None  # wait for N requests before sending the body
 
 

@@ -102,7 +102,9 @@ def test_progress_bar_only_on_a_terminal():
 
     assert progress_bar() is None  # pytest's stderr is not a TTY: the CLI stays silent
     code = ("from mnistlab.cli.data import progress_bar\n"
-            "bar = progress_bar()\nbar('f.bin', 5, 10)\nbar('f.bin', 10, 10)\n")
+            "bar = progress_bar()\nbar('f.bin', 5, 10)\nbar('f.bin', 10, 10)\n"
+            # no Content-Length: the size is known only with the last call
+            "bar('g.bin', 0, None)\nbar('g.bin', 3_000_000, None)\nbar('g.bin', 3_000_000, 3_000_000)\n")
     main, sub = pty.openpty()
     try:
         proc = subprocess.run([sys.executable, "-c", code], stderr=sub, stdout=subprocess.PIPE,
@@ -124,5 +126,7 @@ def test_progress_bar_only_on_a_terminal():
             os.close(sub)
     text = b"".join(chunks).decode()
     assert proc.returncode == 0
-    assert "f.bin [###############...............] 0.0/0.0 MB" in text
-    assert "f.bin [" + "#" * 30 + "]" in text
+    assert "f.bin [###############...............]  50%" in text
+    assert "f.bin [" + "#" * 30 + "] 100%" in text
+    assert "g.bin [" in text and "3.0 MB" in text
+    assert text.endswith("\x1b[?25h\r\n")  # every bar finished: cursor back, line ended

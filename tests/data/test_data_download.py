@@ -10,6 +10,7 @@ from datafiles import Route
 
 from mnistlab.data import download
 from mnistlab.errors import DataError, DownloadError
+from mnistlab.files import sha256_file
 
 BODY = bytes(range(256)) * 300
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -29,6 +30,16 @@ def test_good_file_is_downloaded_verified_and_renamed(http_server, tmp_path, cap
     assert _leftovers(dest.parent) == []
     assert seen[0] == ("f.bin", 0, len(BODY)) and seen[-1] == ("f.bin", len(BODY), len(BODY))
     assert capsys.readouterr() == ("", "")  # the library never prints
+
+
+def test_without_content_length_the_last_progress_call_gives_the_size(http_server, tmp_path):
+    http_server.routes["/f.bin"] = Route(BODY, length=False)
+    seen = []
+    dest = tmp_path / "f.bin"
+    download.fetch(dest, SHA, [http_server.url + "/f.bin"], progress=lambda *a: seen.append(a))
+    assert dest.read_bytes() == BODY
+    assert seen[0] == ("f.bin", 0, None) and seen[-2][2] is None
+    assert seen[-1] == ("f.bin", len(BODY), len(BODY))
 
 
 def test_wrong_hash_removes_the_file_and_says_so(http_server, tmp_path):
@@ -101,7 +112,7 @@ def test_two_concurrent_downloads_both_end_verified(http_server, tmp_path):
         t.join(timeout=30)
     assert errors == [] and results == [dest, dest]
     assert http_server.hits["/f.bin"] == 2
-    assert download.sha256_file(dest) == SHA
+    assert sha256_file(dest) == SHA
     assert _leftovers(dest.parent) == []
 
 
@@ -114,9 +125,9 @@ def test_two_processes_downloading_at_once_both_end_verified(http_server, tmp_pa
     http_server.routes["/f.bin"] = Route(BODY, barrier=threading.Barrier(2))
     dest = tmp_path / "cache" / "f.bin"
     code = (
-        "import sys; from mnistlab.data import download\n"
+        "import sys; from mnistlab.data import download\nfrom mnistlab.files import sha256_file\n"
         "p = download.fetch(sys.argv[1], sys.argv[2], [sys.argv[3]])\n"
-        "print(download.sha256_file(p))\n"
+        "print(sha256_file(p))\n"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(dest), SHA, http_server.url + "/f.bin"],
@@ -127,7 +138,7 @@ def test_two_processes_downloading_at_once_both_end_verified(http_server, tmp_pa
     assert [p.returncode for p in procs] == [0, 0], outs
     assert [o.strip() for o, _ in outs] == [SHA, SHA]
     assert http_server.hits["/f.bin"] == 2
-    assert download.sha256_file(dest) == SHA and _leftovers(dest.parent) == []
+    assert sha256_file(dest) == SHA and _leftovers(dest.parent) == []
 
 
 def test_offline_error_names_the_three_ways_out(dead_url, tmp_path):

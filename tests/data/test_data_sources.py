@@ -13,8 +13,8 @@ from datafiles import Route, tiny_arrays, write_idx_dir
 from PIL import Image
 
 from mnistlab.data import NAMES, Dataset, load_dataset, sources
-from mnistlab.data.download import sha256_file
 from mnistlab.errors import DataError, DownloadError
+from mnistlab.files import sha256_file
 
 FASHION = sources.FASHION_SYSTEM_DIR
 needs_fashion = pytest.mark.skipif(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import click
@@ -16,20 +17,39 @@ _mirror_option = click.option(
 
 
 def progress_bar():
-    """Return a download progress callback drawing a text bar on stderr, or None if not a TTY."""
-    if not sys.stderr.isatty():
-        return None
+    """Return a download progress callback drawing click's progress bar on stderr.
 
-    def draw(name: str, done: int, total: int | None):
-        if total:
-            filled = min(30, 30 * done // total)
-            bar = "#" * filled + "." * (30 - filled)
-            text = f"{name} [{bar}] {done / 1e6:.1f}/{total / 1e6:.1f} MB"
-        else:
-            text = f"{name} {done / 1e6:.1f} MB"
-        click.echo("\r" + text, err=True, nl=bool(total) and done >= total)
+    None when stderr is not a terminal: logs and pipes get no bar at all.
+    """
+    return _DownloadBar() if sys.stderr.isatty() else None
 
-    return draw
+
+class _DownloadBar:
+    """``progress(name, bytes_done, bytes_total_or_None)``: one ``click.progressbar`` per file."""
+
+    def __init__(self):
+        self.bar, self.name, self.done = None, None, 0
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        if self.bar is None or name != self.name:
+            self.close()
+            # Without a length (no Content-Length) click draws an unbounded, moving bar.
+            self.bar = click.progressbar(
+                length=total, iterable=None if total else itertools.count(), label=name,
+                file=sys.stderr, width=30, fill_char="#", empty_char=".", show_eta=False,
+                bar_template="%(label)s [%(bar)s] %(info)s",
+                item_show_func=lambda _: f"{self.done / 1e6:.1f} MB",
+            )
+            self.name, self.done = name, 0
+        step, self.done = done - self.done, done
+        self.bar.update(step)
+        if total and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
 
 
 @click.group("data")

@@ -50,36 +50,26 @@ def predict_cmd(run, images, indices, model_path, fmt, show_dir):
     Photos of dark ink on paper are fine: they are inverted, cleaned, cropped, scaled to a
     20-pixel box and centred by mass like MNIST. Exit code 1 if any file could not be read.
     """
-    from mnistlab.inference import Predictor
-    from mnistlab.modelfile import load_model_file
-    from mnistlab.photos import pick_test_images, predict_files
-    from mnistlab.runs import load_run
+    from mnistlab.photos import plan_prediction, predict_files
 
-    if model_path:
-        predictor, images, loaded = Predictor.from_model(load_model_file(model_path)), (run, *images), None
-    else:
-        loaded = load_run(run)
-        predictor = Predictor.from_run(loaded.path)
-    if indices and loaded is None:
-        raise click.UsageError("--index needs a run directory (its test images), not --model")
-    if not indices and not images:
-        raise click.UsageError("give --index N or one or more IMAGE files/folders")
-    for i, true, image in pick_test_images(loaded, indices) if indices else ():
-        p = predictor.predict(image, preprocess=False)
-        probs = ", ".join(f"{q:.4f}" for q in p.probabilities)
-        click.echo(f"test image {i}: probabilities [{probs}]")
-        click.echo(f"  predicted {p.name} (confidence {p.confidence:.4f}), true {predictor.class_names[true]}")
-    if not images:
+    plan = plan_prediction((run, *images), indices=indices, model_path=model_path)
+    names = plan.predictor.class_names
+    for i, true, image in plan.tests:
+        p = plan.predictor.predict(image, preprocess=False)
+        click.echo(f"test image {i}: probabilities [{', '.join(f'{q:.4f}' for q in p.probabilities)}]")
+        click.echo(f"  predicted {p.name} (confidence {p.confidence:.4f}), true {names[true]}")
+    if not plan.files:
         return
-    results = predict_files(predictor, images, show_dir=show_dir)
-    if fmt == "json":
-        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
-    elif fmt == "csv":
-        click.echo(_csv(results), nl=False)
-    else:
-        click.echo(_table(results))
+    results = predict_files(plan.predictor, plan.files, show_dir=show_dir)
+    click.echo(_FORMATS[fmt](results), nl=fmt != "csv")
     if any(r.error for r in results):
         sys.exit(1)
 
+
+def _json(results) -> str:
+    return json.dumps([r.as_dict() for r in results], indent=2)
+
+
+_FORMATS = {None: _table, "json": _json, "csv": _csv}
 
 COMMANDS = [predict_cmd]

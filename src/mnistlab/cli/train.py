@@ -15,22 +15,9 @@ def _progress(epoch: int, epochs: int, logs: dict) -> None:
     )
 
 
-def _load_with_fallback(cfg, fallbacks):
-    """Load the configured dataset; if it cannot be had, say so and try each fallback in turn."""
-    from mnistlab.cli.data import progress_bar
-    from mnistlab.data import load_dataset
-    from mnistlab.errors import DataError
-
-    names = [cfg.data.dataset, *fallbacks]
-    for i, name in enumerate(names):
-        try:
-            return load_dataset(name, path=cfg.data.path, mirrors=cfg.data.mirrors,
-                                progress=progress_bar())
-        except DataError as e:
-            if i == len(names) - 1 or cfg.data.path:
-                raise
-            click.echo(f"Cannot use dataset {name!r}: {e}", err=True)
-            click.echo(f"Falling back to {names[i + 1]!r} (asked for with --fallback).", err=True)
+def _fell_back(name: str, error: Exception, next_name: str) -> None:
+    click.echo(f"Cannot use dataset {name!r}: {error}", err=True)
+    click.echo(f"Falling back to {next_name!r} (asked for with --fallback).", err=True)
 
 
 @click.command("train")
@@ -60,21 +47,21 @@ def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_
     Ctrl-C or SIGTERM stops at the end of the current epoch after saving a checkpoint;
     `mnistlab train --resume RUN` finishes the run with the same result as an uninterrupted one.
     """
+    from mnistlab.cli.data import progress_bar
     from mnistlab.config import load_config
+    from mnistlab.data import load_with_fallback
     from mnistlab.training import train
 
+    progress = None if quiet else _progress
     if resume:
-        run = train(resume=resume, command=sys.argv, report=report,
-                    progress=None if quiet else _progress)
-        _done(run)
+        _done(train(resume=resume, command=sys.argv, report=report, progress=progress))
         return
     cfg = load_config(preset, config_file, overrides, data__dataset=dataset, data__path=data_path,
                       train__epochs=epochs, train__batch_size=batch_size, seed=seed,
                       train__loop=loop, train__devices=devices)
-    ds = _load_with_fallback(cfg, fallback)
-    run = train(cfg, dataset=ds, out=out, command=sys.argv, report=report,
-                progress=None if quiet else _progress)
-    _done(run)
+    ds = load_with_fallback([cfg.data.dataset, *fallback], cfg.data.path, cfg.data.mirrors,
+                            progress=progress_bar(), on_fallback=_fell_back)
+    _done(train(cfg, dataset=ds, out=out, command=sys.argv, report=report, progress=progress))
 
 
 def _done(run) -> None:

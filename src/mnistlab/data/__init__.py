@@ -79,3 +79,37 @@ def load_dataset(
             f"unknown dataset {name!r}. Choose one of {', '.join(NAMES)}, or pass --data PATH"
         )
     return sources.load_named(name, mirrors=mirrors, progress=progress)
+
+
+def load_with_fallback(
+    names, path: str | None = None, mirrors=(), *, progress=None, on_fallback=None
+) -> Dataset:
+    """Load the first of ``names`` that can be had, trying the next one when a dataset cannot.
+
+    Args:
+        names: dataset names in order of preference: the configured one, then the fallbacks.
+        path: a user's own data (see ``load_dataset``); with it there is no fallback, since a
+            named dataset is no stand-in for someone's own files.
+        mirrors, progress: as for ``load_dataset``.
+        on_fallback: called as ``on_fallback(name, error, next_name)`` before each fallback, so
+            the caller can say out loud that it is not getting the data it asked for.
+
+    Returns:
+        The first ``Dataset`` that loaded.
+
+    Raises:
+        DataError: the last name (or ``path``) failed too, or ``names`` is empty.
+    """
+    if path:
+        return load_dataset(path=path, mirrors=mirrors, progress=progress)
+    names = list(names)
+    if not names:
+        raise DataError(f"no dataset to load: give a name from {', '.join(NAMES)}; received none")
+    *firsts, last = names
+    for i, name in enumerate(firsts):
+        try:
+            return load_dataset(name, mirrors=mirrors, progress=progress)
+        except DataError as e:
+            if on_fallback is not None:
+                on_fallback(name, e, names[i + 1])
+    return load_dataset(last, mirrors=mirrors, progress=progress)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from mnistlab.errors import DataError, DownloadError
+from mnistlab.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ TIMEOUT = 30.0
 _CHUNK = 1 << 16
 _SCHEMES = ("http", "https", "file")
 
-# progress(file_name, bytes_done, bytes_total_or_None); the CLI draws a bar with it.
+# progress(file_name, bytes_done, bytes_total_or_None); the CLI draws a bar with it. The last
+# call for a file that arrived whole has bytes_done == bytes_total, even without a Content-Length.
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -47,15 +49,6 @@ def cache_dir(subdir: str = "") -> Path:
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     path = Path(home) / "datasets"
     return path / subdir if subdir else path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def env_mirrors() -> list[str]:
@@ -188,6 +181,8 @@ def _stream(url, out, name, progress, timeout):
                 received += len(block)
                 if progress:
                     progress(name, received, expected)
+            if progress and expected is None:  # the size is known now: let the bar finish
+                progress(name, received, received)
     except urllib.error.HTTPError as e:
         raise _OriginFailed(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import DataError
+from mnistlab.files import load_npz
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_BYTES = 1 << 32
@@ -58,11 +59,8 @@ def read_npz(path: str | os.PathLike) -> dict:
             f"{path}: missing array(s) {', '.join(missing)}. {fix}; "
             f"received arrays {sorted(headers) or 'none'}"
         )
-    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in KEYS:
-                arrays[key] = npz[key]
+        arrays = load_npz(path, keys=KEYS)
     except _ERRORS as e:
         raise DataError(
             f"{path}: cannot read the arrays ({type(e).__name__}: {e}). {fix}"

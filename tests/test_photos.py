@@ -1,0 +1,50 @@
+"""``plan_prediction``: which model predicts, on which test images and files; bad combinations."""
+
+import numpy as np
+import pytest
+
+from mnistlab.errors import ConfigError, ImageError, RunError
+from mnistlab.files import load_npz
+from mnistlab.photos import plan_prediction
+from mnistlab.runs import load_run
+
+
+def test_run_directory_with_indices_and_files(digits_run):
+    plan = plan_prediction([digits_run.path, "a.png", "folder"], indices=[3, 0])
+    stored = load_npz(digits_run.path / "predictions.npz")
+    assert [(i, true) for i, true, _ in plan.tests] == [(3, int(stored["labels"][3])),
+                                                        (0, int(stored["labels"][0]))]
+    np.testing.assert_array_equal(plan.tests[0][2], stored["images"][3])
+    assert plan.files == ["a.png", "folder"]
+    assert list(plan.predictor.class_names) == digits_run.manifest["dataset"]["class_names"]
+    assert plan.predictor.preprocess_params == digits_run.preprocess_params
+    p = plan.predictor.predict(plan.tests[0][2], preprocess=False)
+    np.testing.assert_allclose(p.probabilities, stored["probabilities"][3], atol=1e-4)
+
+
+def test_an_open_run_is_used_as_is(digits_run):
+    plan = plan_prediction([load_run(digits_run.path)], indices=[1])
+    assert plan.tests[0][0] == 1 and plan.files == []
+
+
+def test_model_file_takes_every_argument_as_an_image(digits_run):
+    plan = plan_prediction(["one.png", "two.png"], model_path=digits_run.path / "model.keras")
+    assert plan.files == ["one.png", "two.png"] and plan.tests == []
+    assert plan.predictor.class_names == tuple(str(i) for i in range(10))
+
+
+def test_index_with_model_file_is_refused_before_loading_anything(tmp_path):
+    with pytest.raises(ConfigError, match="--index needs a run directory.*received --model"):
+        plan_prediction(["x.png"], indices=[0], model_path=tmp_path / "missing.keras")
+
+
+def test_nothing_to_predict_is_refused_before_loading_anything(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to predict"):
+        plan_prediction([tmp_path / "not-a-run"])
+
+
+def test_bad_run_and_bad_index(digits_run, tmp_path):
+    with pytest.raises(RunError, match="run directory not found"):
+        plan_prediction([tmp_path / "nope"], indices=[0])
+    with pytest.raises(ImageError, match="outside the test set"):
+        plan_prediction([digits_run.path], indices=[10_000])
