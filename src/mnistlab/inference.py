@@ -26,13 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from mnistlab.engine.forward import Network
 from mnistlab.engine.plan import prediction_plan
-from mnistlab.errors import ImageError, ModelError, RunError
+from mnistlab.errors import ImageError, ModelError
 from mnistlab.preprocess import Preprocessed, PreprocessParams, preprocess_image, scale_to_255
 
 
@@ -136,26 +135,23 @@ class Predictor:
         return predictor
 
     @classmethod
-    def from_run(cls, run_dir) -> Predictor:
-        """Load the model, class names and preprocessing of a completed run directory.
+    def from_run(cls, run, model=None) -> Predictor:
+        """The predictor of a completed run: its model, class names and preprocessing.
+
+        Args:
+            run: a ``mnistlab.runs.Run`` or its directory (opened once, not again).
+            model: the run's Keras model if the caller has loaded it already (it is not read
+                twice); by default it is loaded with its sha256 checked.
 
         Raises:
             RunError: the run directory is missing or incomplete.
             ModelError: the model is refused (see ``from_model``).
         """
-        try:
-            from mnistlab.runs import load_run
-        except ImportError as e:
-            raise RunError(
-                "this mnistlab has no run directories support yet (mnistlab.runs is missing); "
-                "use Predictor.from_model(keras_model)"
-            ) from e
-        run = load_run(run_dir)
-        model = run.load_model()
-        pre = Path(run.path) / "preprocess.json"
-        params = PreprocessParams.from_json(pre.read_text()) if pre.is_file() else None
-        names = (run.manifest.get("dataset") or {}).get("class_names")
-        return cls.from_model(model, preprocess_params=params, class_names=names)
+        from mnistlab.runs import as_run
+
+        run = as_run(run)
+        return cls.from_model(run.load_model() if model is None else model,
+                              preprocess_params=run.preprocess_params, class_names=run.class_names)
 
     def _verify(self, model, input_shape) -> None:
         rng = np.random.default_rng(0)

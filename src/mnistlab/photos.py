@@ -88,9 +88,7 @@ def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
 
         return PredictionPlan(Predictor.from_model(load_model_file(model_path)), [], files)
     run = as_run(args[0])
-    predictor = Predictor.from_model(
-        run.load_model(), preprocess_params=run.preprocess_params, class_names=run.class_names
-    )
+    predictor = Predictor.from_run(run)
     return PredictionPlan(predictor, pick_test_images(run, indices) if indices else [], files)
 
 

@@ -56,18 +56,13 @@ def load_served(source, model_file: bool = False) -> Served:
 
 def _load_run(path: Path) -> Served:
     from mnistlab.inference import Predictor
-    from mnistlab.preprocess import PreprocessParams
     from mnistlab.runs import load_run
 
     run = load_run(path)  # refuses a missing or incomplete run before anything is loaded
     model = run.load_model()
-    # What Predictor.from_run does, from the model already loaded (from_run would load it again).
-    pre = run.path / "preprocess.json"
-    params = PreprocessParams.from_json(pre.read_text()) if pre.is_file() else None
+    predictor = Predictor.from_run(run, model)  # the run and model as loaded here, not again
     manifest, metrics = run.manifest, run.metrics
     dataset = manifest.get("dataset") or {}
-    predictor = Predictor.from_model(model, preprocess_params=params,
-                                     class_names=dataset.get("class_names"))
     return Served(predictor, _info(
         predictor,
         source="run directory",
