@@ -34,7 +34,10 @@ def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int) -> Pa
     processes never share a directory.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unusable_out(root, e) from None
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{_slug(preset)}-{_slug(dataset)}-seed{seed}"
     for k in range(1, 10_000):
@@ -44,7 +47,27 @@ def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int) -> Pa
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise unusable_out(root, e) from None
     raise RunError(f"could not create a new run directory under {root}; clean it up and retry")
+
+
+def unusable_out(root: Path, e: OSError) -> RunError:
+    """Explain why a runs folder (``--out``) cannot hold a new run directory, and the fix."""
+    from mnistlab.errors import shorten
+
+    where = shorten(str(root))
+    if isinstance(e, FileExistsError) or (root.exists() and not root.is_dir()):
+        why = "it is an existing file, not a folder"
+    elif isinstance(e, NotADirectoryError):
+        why = "a part of the path is a file, not a folder"
+    elif isinstance(e, FileNotFoundError) and root.parent.is_dir():
+        why = (f"{shorten(str(root.parent))} does not allow new folders (a virtual filesystem "
+               "such as /proc?)")
+    else:
+        why = e.strerror or type(e).__name__
+    return RunError(f"cannot create a run directory under --out {where}: {why}. Pass --out a folder "
+                    "you can write to (it is created if missing)")
 
 
 @dataclass
