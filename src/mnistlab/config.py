@@ -224,3 +224,18 @@ def to_toml(config: Config) -> str:
     import tomli_w
 
     return tomli_w.dumps(config.model_dump(exclude_none=True))
+
+
+def resolve_data_path(config: Config) -> tuple[Config, str | None]:
+    """Make ``data.path`` absolute, so a run's ``config.toml`` works from any folder.
+
+    Returns:
+        ``(config with the resolved path, the path as given)``; the given path is ``None`` when
+        the config has no ``data.path``.
+    """
+    given = config.data.path
+    if not given:
+        return config, None
+    resolved = str(Path(given).expanduser().resolve())
+    data = config.data.model_copy(update={"path": resolved})
+    return config.model_copy(update={"data": data}), given

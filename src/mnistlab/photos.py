@@ -38,12 +38,21 @@ def expand_inputs(inputs) -> list[Path]:
     """Turn files and folders into a sorted list of files (folders: image files inside, recursively).
 
     A path that does not exist is kept, so that it is reported as an error in its place.
+
+    Raises:
+        ImageError: a folder holds no image file at all (nothing would be predicted).
     """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ImageError(
+                    f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+                    "in sub-folders too). Pass a folder with images, or the image files themselves"
+                )
+            files += found
         else:
             files.append(p)
     return files

@@ -371,6 +371,7 @@ def render_html(run, layers: list[dict], pngs: dict[str, bytes], notes: dict[str
         f"<title>mnistlab report: {esc(run.path.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>mnistlab report</h1><p><code>{esc(run.path.name)}</code> "
         f"<span class='badge {esc(status)}'>{esc(status)}</span></p>",
+        _learning_note(m),
         "<h2>Run summary</h2>",
         _kv(
             [
@@ -492,3 +493,13 @@ def render_html(run, layers: list[dict], pngs: dict[str, bytes], notes: dict[str
         "</body></html>\n",
     ]
     return "\n".join(p for p in parts if p)
+
+
+# --- reliab: the "did not learn" flag (mnistlab.health). To port into the report templates: one
+# warning paragraph under the title when manifest["learning"]["message"] is set. ---
+def _learning_note(manifest: dict) -> str:
+    """A warning paragraph when the run did not learn (empty otherwise)."""
+    message = (manifest.get("learning") or {}).get("message")
+    if not message:
+        return ""
+    return f"<p class='warning' role='alert'><strong>Warning:</strong> {esc(message)}</p>"

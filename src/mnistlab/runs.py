@@ -83,7 +83,10 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.manifest.get("status", "unknown")
+        """The recorded status, except that ``running`` with no live trainer is ``interrupted``."""
+        from mnistlab.runlock import live_status
+
+        return live_status(self.path, self.manifest.get("status", "unknown"), self.manifest.get("pid"))
 
     @property
     def is_complete(self) -> bool:
