@@ -26,19 +26,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "data"
 
 
-def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int) -> Path:
+def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int,
+                   now: dt.datetime | None = None) -> Path:
     """Create a new, empty run directory under ``root`` and return it.
 
     The name is ``<YYYYmmdd-HHMMSS>-<preset>-<dataset>-seed<N>``; if another process created that
     name first (same second), ``-2``, ``-3``... is appended. ``os.mkdir`` is atomic, so two
-    processes never share a directory.
+    processes never share a directory. ``now`` fixes the time stamp (default: the local time).
     """
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise unusable_out(root, e) from None
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{_slug(preset)}-{_slug(dataset)}-seed{seed}"
     for k in range(1, 10_000):
         path = root / (base if k == 1 else f"{base}-{k}")
