@@ -161,6 +161,25 @@ def parse_override(text: str) -> dict:
     return out
 
 
+MAX_CONFIG_FILE = 16 << 20  # a complete config.toml is under 1 KB; this only stops runaway reads
+
+
+def _read_capped(path: Path) -> bytes:
+    """Read a regular file of at most ``MAX_CONFIG_FILE`` bytes (not a folder, device or pipe)."""
+    import stat
+
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device or pipe?)"
+        raise ConfigError(f"config file {shorten(str(path))} is {what}. Pass a .toml file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_FILE + 1)
+    if len(data) > MAX_CONFIG_FILE:
+        raise ConfigError(f"config file {shorten(str(path))} is over {MAX_CONFIG_FILE:,} bytes (a "
+                          "config is a few hundred bytes). Pass the right file")
+    return data
+
+
 def read_toml(path: str | Path) -> dict:
     """Read a TOML file into a dict.
 
@@ -169,9 +188,13 @@ def read_toml(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(_read_capped(path).decode("utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}. Pass an existing .toml file") from None
+        raise ConfigError(f"config file not found: {shorten(str(path))}. Pass an existing .toml file"
+                          ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {shorten(str(path))} ({e.strerror or e}). Pass a "
+                          "readable .toml file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {shorten(str(e), 300)}. Fix the file and retry") from None
 

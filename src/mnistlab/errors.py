@@ -41,6 +41,10 @@ class TrainingInterrupted(TrainingError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; it can be resumed."""
 
 
+class OutputPathError(MnistlabError, ValueError):
+    """A folder given for output (``--show``) cannot be created or written."""
+
+
 class ExportError(MnistlabError):
     """An export failed or did not match the Keras model."""
 

@@ -73,7 +73,7 @@ def predict_files(predictor, inputs, show_dir: str | Path | None = None, top_k: 
     """
     results = []
     if show_dir is not None:
-        Path(show_dir).mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(show_dir))
     for path in expand_inputs(inputs):
         try:
             pred = predictor.predict(path, top_k=top_k)
@@ -84,6 +84,17 @@ def predict_files(predictor, inputs, show_dir: str | Path | None = None, top_k: 
         if show_dir is not None:
             save_side_by_side(path, pred, Path(show_dir) / f"{path.stem}.seen.png")
     return results
+
+
+def _make_folder(folder: Path) -> None:
+    from mnistlab.errors import OutputPathError, shorten
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "it is an existing file" if folder.is_file() else (e.strerror or type(e).__name__)
+        raise OutputPathError(f"cannot use --show {shorten(str(folder))}: {why}. Pass a folder you "
+                              "can write to (it is created if missing)") from None
 
 
 def save_side_by_side(path: Path, prediction, out: Path, height: int = 224) -> None:

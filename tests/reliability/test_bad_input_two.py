@@ -102,3 +102,30 @@ def test_npz_with_a_huge_declared_array_is_too_large_not_corrupt(tmp_path):
             z.writestr(f"{name}.npy", head.getvalue() + b"\0" * 64)
     out = _error(["train", "--data", str(path), "--out", str(tmp_path / "runs")], "too large")
     assert "corrupt" not in out and "7,800,000,000 bytes" in out
+
+
+# Found while hunting: what a careless or hostile user can pass where a file is expected.
+@pytest.mark.parametrize("kind, expect", [
+    ("folder", "is a folder. Pass a .toml file"),
+    ("device", "is not a regular file (a device or pipe?)"),  # /dev/zero used to be read forever
+    ("huge", "is over 16,777,216 bytes"),
+])
+def test_config_that_is_not_a_small_regular_file(tmp_path, kind, expect):
+    path = {"folder": str(tmp_path), "device": "/dev/zero", "huge": str(tmp_path / "big.toml")}[kind]
+    if kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(17 << 20)  # sparse: nothing that size is written
+    _error(["train", "--config", path, "--out", str(tmp_path / "runs")], f"Error: config file {path}")
+    _error(["train", "--config", path, "--out", str(tmp_path / "runs")], expect)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_show_folder_that_cannot_be_made(tmp_path):
+    from PIL import Image
+
+    model = _save(tmp_path / "m.keras", 10, (28, 28))
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "img.png")
+    (tmp_path / "afile").write_text("x")
+    for show, why in ((tmp_path / "afile", "it is an existing file"), ("/dev/null/x", "")):
+        _error(["predict", "--model", str(model), str(tmp_path / "img.png"), "--show", str(show)],
+               f"Error: cannot use --show {show}: {why}")
