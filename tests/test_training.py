@@ -106,8 +106,14 @@ def test_sha256_mismatch_is_refused(digits_run, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(digits_run.path, copy)
-    with open(copy / "model.keras", "ab") as f:
-        f.write(b"x")
+    # Re-written as a valid zip with the same members, deflated: only the sha256 can tell.
+    # (Bytes appended to it would be refused earlier, as trailing data.)
+    import zipfile
+
+    with zipfile.ZipFile(digits_run.path / "model.keras") as zi, \
+            zipfile.ZipFile(copy / "model.keras", "w", zipfile.ZIP_DEFLATED) as zo:
+        for name in zi.namelist():
+            zo.writestr(name, zi.read(name))
     with pytest.raises(ModelError, match="does not match the sha256"):
         load_run(copy).load_model()
 

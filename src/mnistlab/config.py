@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, shorten, shorten_repr
 
 MAX_EPOCHS = 10_000
 MAX_BATCH = 1_000_000
@@ -120,10 +120,10 @@ def _format_validation(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{loc}'. Valid keys: {', '.join(valid_keys())}")
+            lines.append(f"unknown key '{shorten(loc)}'. Valid keys: {', '.join(valid_keys())}")
         else:
             got = e.get("input")
-            lines.append(f"{loc}: {e['msg']} (received {got!r})")
+            lines.append(f"{shorten(loc)}: {shorten(e['msg'], 300)} (received {shorten_repr(got)})")
     return f"invalid configuration from {source}: " + "; ".join(lines)
 
 
@@ -144,10 +144,10 @@ def parse_override(text: str) -> dict:
         ConfigError: the text has no ``=`` or names a key that does not exist.
     """
     if "=" not in text:
-        raise ConfigError(f"--set expects key=value, e.g. train.epochs=3; received {text!r}")
+        raise ConfigError(f"--set expects key=value, e.g. train.epochs=3; received {shorten_repr(text)}")
     key, raw = (s.strip() for s in text.split("=", 1))
     if key not in valid_keys():
-        raise ConfigError(f"unknown key '{key}' in --set. Valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown key '{shorten(key)}' in --set. Valid keys: {', '.join(valid_keys())}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -161,6 +161,25 @@ def parse_override(text: str) -> dict:
     return out
 
 
+MAX_CONFIG_FILE = 16 << 20  # a complete config.toml is under 1 KB; this only stops runaway reads
+
+
+def _read_capped(path: Path) -> bytes:
+    """Read a regular file of at most ``MAX_CONFIG_FILE`` bytes (not a folder, device or pipe)."""
+    import stat
+
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device or pipe?)"
+        raise ConfigError(f"config file {shorten(str(path))} is {what}. Pass a .toml file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_FILE + 1)
+    if len(data) > MAX_CONFIG_FILE:
+        raise ConfigError(f"config file {shorten(str(path))} is over {MAX_CONFIG_FILE:,} bytes (a "
+                          "config is a few hundred bytes). Pass the right file")
+    return data
+
+
 def read_toml(path: str | Path) -> dict:
     """Read a TOML file into a dict.
 
@@ -169,11 +188,15 @@ def read_toml(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(_read_capped(path).decode("utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}. Pass an existing .toml file") from None
+        raise ConfigError(f"config file not found: {shorten(str(path))}. Pass an existing .toml file"
+                          ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {shorten(str(path))} ({e.strerror or e}). Pass a "
+                          "readable .toml file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}. Fix the file and retry") from None
+        raise ConfigError(f"{path} is not valid TOML: {shorten(str(e), 300)}. Fix the file and retry") from None
 
 
 def load_config(
@@ -202,7 +225,7 @@ def load_config(
     named = [p.pop("preset") for p in parsed if "preset" in p]
     name = preset or (named[-1] if named else None) or from_file.get("preset") or "tutorial"
     if not isinstance(name, str) or name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {shorten_repr(name)}. Valid presets: {', '.join(PRESETS)}")
     data = _merge(PRESETS[name], from_file)
     data["preset"] = name
     for override in parsed:
@@ -224,3 +247,18 @@ def to_toml(config: Config) -> str:
     import tomli_w
 
     return tomli_w.dumps(config.model_dump(exclude_none=True))
+
+
+def resolve_data_path(config: Config) -> tuple[Config, str | None]:
+    """Make ``data.path`` absolute, so a run's ``config.toml`` works from any folder.
+
+    Returns:
+        ``(config with the resolved path, the path as given)``; the given path is ``None`` when
+        the config has no ``data.path``.
+    """
+    given = config.data.path
+    if not given:
+        return config, None
+    resolved = str(Path(given).expanduser().resolve())
+    data = config.data.model_copy(update={"path": resolved})
+    return config.model_copy(update={"data": data}), given

@@ -41,5 +41,26 @@ class TrainingInterrupted(TrainingError):
     """Training stopped on SIGINT/SIGTERM after saving a checkpoint; it can be resumed."""
 
 
+class OutputPathError(MnistlabError, ValueError):
+    """A folder given for output (``--show``) cannot be created or written."""
+
+
 class ExportError(MnistlabError):
     """An export failed or did not match the Keras model."""
+
+
+def shorten(value, limit: int = 100) -> str:
+    """Return ``repr(value)`` (or the text itself for ``str``) cut to ``limit`` characters.
+
+    Every user value quoted in an error goes through this, so a 10 MB string in a config file is
+    not printed whole: ``'xxxx…' (10,000,000 characters)``.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def shorten_repr(value, limit: int = 100) -> str:
+    """Like ``shorten`` but always quotes strings with ``repr``."""
+    return shorten(repr(value), limit)

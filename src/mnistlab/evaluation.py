@@ -118,18 +118,37 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
         dataset, data_path = cfg.data.dataset, cfg.data.path
     mirrors = cfg.data.mirrors if cfg else ()
     ds = load_dataset(dataset or "mnist", path=data_path, mirrors=mirrors)
-    check_input_shape(model, ds.image_shape)
+    check_model_fits(model, ds.image_shape, ds.num_classes)
     metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     return metrics, text
 
 
-def check_input_shape(model, image_shape) -> None:
-    """Raise ``DataError`` when the images do not fit the model's input."""
+def check_model_fits(model, image_shape, num_classes: int) -> None:
+    """Raise ``DataError`` unless the model takes these images and gives one probability per class.
+
+    Checked before predicting, so a model with 5 outputs evaluated on 10 classes (or with two
+    output tensors) is a clear error instead of an IndexError deep in the metrics.
+    """
     from mnistlab.errors import DataError
 
+    inputs = getattr(model, "inputs", None) or []
+    outputs = getattr(model, "outputs", None) or []
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise DataError(
+            f"the model has {len(inputs)} input(s) and {len(outputs)} output(s); mnistlab evaluates "
+            "models with one image input and one probability output. Received a model named "
+            f"{model.name!r}"
+        )
     expected = tuple(model.input_shape[1:])
     if tuple(int(s) for s in expected if s is not None) != tuple(image_shape):
         raise DataError(
             f"the model expects images of shape {expected} but the data has {tuple(image_shape)}. "
             "Evaluate on the dataset the model was trained on"
+        )
+    out = tuple(model.output_shape[1:])
+    if len(out) != 1 or out[0] != num_classes:
+        raise DataError(
+            f"the model gives outputs of shape {out} but the data has {num_classes} classes, so "
+            f"it needs exactly {num_classes} outputs (one probability per class). Evaluate on the "
+            "dataset the model was trained on"
         )

@@ -193,13 +193,15 @@ def _sniff(data: bytes) -> str:
     ):
         if head.startswith(prefix):
             return f"a {what} file"
+    # Say what kind of file it is, never its content: the first bytes of a private file do not
+    # belong in an error message (or a server's response).
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
     if text and all(c.isprintable() or c.isspace() for c in text):
-        return f"text starting {text[:20]!r}"
-    return f"{len(data):,} bytes starting {data[:8]!r}"
+        return f"a text file of {len(data):,} bytes"
+    return f"{len(data):,} bytes of an unknown format"
 
 
 def to_gray(im: Image.Image, name: str = "<PIL image>") -> np.ndarray:

@@ -13,8 +13,15 @@ import zlib
 from pathlib import Path
 
 from mnistlab.backend import without_tensorflow
-from mnistlab.errors import ModelError
+from mnistlab.errors import ModelError, shorten
 from mnistlab.files import sha256_file
+from mnistlab.modelformat import (
+    MAX_CONFIG_BYTES,
+    check_zip_members,
+    container,
+    read_member,
+    verify_members,
+)
 
 ALLOWED_LAYERS = frozenset(
     {"InputLayer", "Flatten", "Dense", "Dropout", "Reshape", "Rescaling", "Activation",
@@ -22,7 +29,6 @@ ALLOWED_LAYERS = frozenset(
      "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ReLU", "Softmax", "Sequential", "Functional",
      "Model"}
 )
-_H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def _is_keras(module: str) -> bool:
@@ -78,10 +84,9 @@ def read_model_config(path: str | Path) -> dict:
     size = path.stat().st_size
     if size == 0:
         raise ModelError(f"model file {path} is empty (0 bytes). Re-save the model or use another file")
-    with open(path, "rb") as f:
-        head = f.read(8)
     try:
-        if head == _H5_MAGIC:
+        kind = container(path)
+        if kind == "h5":
             import h5py
 
             with h5py.File(path, "r") as h5:
@@ -93,13 +98,19 @@ def read_model_config(path: str | Path) -> dict:
                 )
             if not isinstance(raw, str | bytes):
                 raise ValueError(f"model_config attribute is {type(raw).__name__}, not text")
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise ModelError(f"refusing to load {path}: its model config is {len(raw):,} bytes, "
+                                 f"over mnistlab's limit of {MAX_CONFIG_BYTES >> 20} MiB")
             return _as_config(json.loads(raw), path)
-        if head[:4] == b"PK\x03\x04":
+        if kind == "zip":
             with zipfile.ZipFile(path) as z:
-                bad = z.testzip()
+                check_zip_members(z, path)
+                bad = verify_members(z, path)
                 if bad is not None:
-                    raise ModelError(f"{path} is corrupt (bad entry {bad}). Re-save or re-download it")
-                return _as_config(json.loads(z.read("config.json")), path)
+                    raise ModelError(f"{path} is corrupt (bad entry {shorten(bad)}). "
+                                     "Re-save or re-download it")
+                return _as_config(json.loads(read_member(z, "config.json", MAX_CONFIG_BYTES, path)),
+                                  path)
     except ModelError:
         raise
     # What zipfile, zlib, h5py and json raise on damaged or hostile files.
@@ -107,11 +118,11 @@ def read_model_config(path: str | Path) -> dict:
             NotImplementedError, RecursionError) as e:
         raise ModelError(
             f"{path} is truncated or corrupt and cannot be read as a Keras model ({type(e).__name__}: "
-            f"{e}). Re-save the model or copy the file again"
+            f"{shorten(str(e))}). Re-save the model or copy the file again"
         ) from None
     raise ModelError(
         f"{path} is not a Keras model file: expected a .keras (zip) or .h5 (HDF5) file, "
-        f"received a file starting with {head!r}"
+        f"received a file of {size:,} bytes that is neither"
     )
 
 
@@ -130,7 +141,7 @@ def check_layers(config: dict, path: str | Path) -> None:
     refused = sorted({c for c in classes if c not in ALLOWED_LAYERS})
     if refused:
         raise ModelError(
-            f"refusing to load {path}: it contains layer(s) {', '.join(refused)}. mnistlab only loads "
+            f"refusing to load {path}: it contains layer(s) {shorten(', '.join(refused))}. mnistlab only loads "
             "plain layers (" + ", ".join(sorted(ALLOWED_LAYERS)) + "); Lambda and custom layers can "
             "run arbitrary code when a model is loaded or called. Rebuild the model without them"
         )
@@ -171,4 +182,6 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
             if (root.__cause__ or root.__context__) is None:
                 break
             root = root.__cause__ or root.__context__
-        raise ModelError(f"cannot load model {path}: {type(root).__name__}: {root}") from None
+        raise ModelError(
+            f"cannot load model {path}: {type(root).__name__}: {shorten(str(root), 400)}"
+        ) from None

@@ -96,12 +96,21 @@ def expand_inputs(inputs) -> list[Path]:
     """Turn files and folders into a sorted list of files (folders: image files inside, recursively).
 
     A path that does not exist is kept, so that it is reported as an error in its place.
+
+    Raises:
+        ImageError: a folder holds no image file at all (nothing would be predicted).
     """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ImageError(
+                    f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+                    "in sub-folders too). Pass a folder with images, or the image files themselves"
+                )
+            files += found
         else:
             files.append(p)
     return files
@@ -122,7 +131,7 @@ def predict_files(predictor, inputs, show_dir: str | Path | None = None, top_k: 
     """
     results = []
     if show_dir is not None:
-        Path(show_dir).mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(show_dir))
     for path in expand_inputs(inputs):
         try:
             pred = predictor.predict(path, top_k=top_k)
@@ -133,6 +142,17 @@ def predict_files(predictor, inputs, show_dir: str | Path | None = None, top_k: 
         if show_dir is not None:
             save_side_by_side(path, pred, Path(show_dir) / f"{path.stem}.seen.png")
     return results
+
+
+def _make_folder(folder: Path) -> None:
+    from mnistlab.errors import OutputPathError, shorten
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "it is an existing file" if folder.is_file() else (e.strerror or type(e).__name__)
+        raise OutputPathError(f"cannot use --show {shorten(str(folder))}: {why}. Pass a folder you "
+                              "can write to (it is created if missing)") from None
 
 
 def save_side_by_side(path: Path, prediction, out: Path, height: int = 224) -> None:

@@ -31,16 +31,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "data"
 
 
-def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int) -> Path:
+def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int,
+                   now: dt.datetime | None = None) -> Path:
     """Create a new, empty run directory under ``root`` and return it.
 
     The name is ``<YYYYmmdd-HHMMSS>-<preset>-<dataset>-seed<N>``; if another process created that
     name first (same second), ``-2``, ``-3``... is appended. ``os.mkdir`` is atomic, so two
-    processes never share a directory.
+    processes never share a directory. ``now`` fixes the time stamp (default: the local time).
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unusable_out(root, e) from None
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{_slug(preset)}-{_slug(dataset)}-seed{seed}"
     for k in range(1, 10_000):
         path = root / (base if k == 1 else f"{base}-{k}")
@@ -49,7 +53,27 @@ def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int) -> Pa
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise unusable_out(root, e) from None
     raise RunError(f"could not create a new run directory under {root}; clean it up and retry")
+
+
+def unusable_out(root: Path, e: OSError) -> RunError:
+    """Explain why a runs folder (``--out``) cannot hold a new run directory, and the fix."""
+    from mnistlab.errors import shorten
+
+    where = shorten(str(root))
+    if isinstance(e, FileExistsError) or (root.exists() and not root.is_dir()):
+        why = "it is an existing file, not a folder"
+    elif isinstance(e, NotADirectoryError):
+        why = "a part of the path is a file, not a folder"
+    elif isinstance(e, FileNotFoundError) and root.parent.is_dir():
+        why = (f"{shorten(str(root.parent))} does not allow new folders (a virtual filesystem "
+               "such as /proc?)")
+    else:
+        why = e.strerror or type(e).__name__
+    return RunError(f"cannot create a run directory under --out {where}: {why}. Pass --out a folder "
+                    "you can write to (it is created if missing)")
 
 
 @dataclass
@@ -65,7 +89,10 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.manifest.get("status", "unknown")
+        """The recorded status, except that ``running`` with no live trainer is ``interrupted``."""
+        from mnistlab.runlock import live_status
+
+        return live_status(self.path, self.manifest.get("status", "unknown"), self.manifest.get("pid"))
 
     @property
     def is_complete(self) -> bool:

@@ -24,13 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.backend import without_tensorflow
-from mnistlab.config import Config, to_toml
+from mnistlab.config import Config, resolve_data_path, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.engine import fit_fast, permutation
 from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.health import check_learning
 from mnistlab.preprocess import PreprocessParams
+from mnistlab.runlock import RunGuard
 from mnistlab.runs import Run, create_run_dir, history_csv, utc_now
 
 Progress = Callable[[int, int, dict], None]
@@ -182,7 +184,7 @@ def _save_model_files(run: Run, model) -> dict:
     return {name: sha256_file(run.file(name)) for name in ("model.keras", "model.h5")}
 
 
-def _start_run(config: Config, ds: Dataset, out, command) -> Run:
+def _start_run(config: Config, ds: Dataset, out, command, guard: RunGuard | None = None) -> Run:
     """Create the run directory and write what is known before training starts."""
     import keras
 
@@ -190,6 +192,8 @@ def _start_run(config: Config, ds: Dataset, out, command) -> Run:
                                          config.data.stratify)
     name = ds.name if not config.data.path else "custom"
     run = Run(create_run_dir(out, config.preset, name, config.seed), {})
+    if guard is not None:  # lock before the manifest says "running" (mnistlab.runlock)
+        guard.hold(run, new=True)
     run.update(
         mnistlab_version=_versions().get("mnistlab", "?"), status="running", pid=os.getpid(),
         command=list(command if command is not None else sys.argv), seed=config.seed,
@@ -211,7 +215,7 @@ def _start_run(config: Config, ds: Dataset, out, command) -> Run:
     return run
 
 
-def _reopen_run(path: str | Path) -> tuple[Run, Config, Dataset]:
+def _reopen_run(path: str | Path, guard) -> tuple[Run, Config, Dataset]:
     """Open an interrupted run for ``--resume`` and reload exactly the data it trained on."""
     from mnistlab.errors import DataError, RunError
     from mnistlab.runs import load_run
@@ -219,9 +223,7 @@ def _reopen_run(path: str | Path) -> tuple[Run, Config, Dataset]:
     run = load_run(path, require_complete=False)
     if run.is_complete:
         raise RunError(f"run {run.path} is already complete; nothing to resume")
-    pid = run.manifest.get("pid")
-    if run.status == "running" and pid and pid != os.getpid() and _alive(pid):
-        raise RunError(f"run {run.path} is still being trained by process {pid}; wait or stop it")
+    guard.hold(run, new=False)  # refuses a run a live process trains; removes killed writes' temps
     config = run.config
     ds = load_dataset(config.data.dataset, path=config.data.path, mirrors=config.data.mirrors)
     if ds.sha256 != run.manifest["dataset"]["sha256"]:
@@ -230,16 +232,6 @@ def _reopen_run(path: str | Path) -> tuple[Run, Config, Dataset]:
             "started (sha256 differs); resuming would mix datasets. Start a new run instead"
         )
     return run, config, ds
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def train(
@@ -270,12 +262,12 @@ def train(
         DataError: the data cannot be loaded. TrainingError: the loss diverged.
         TrainingInterrupted: SIGINT/SIGTERM arrived; the run was checkpointed and can be resumed.
     """
-    with without_tensorflow():
+    with without_tensorflow(), RunGuard() as guard:
         return _train(config, dataset=dataset, out=out, command=command, progress=progress,
-                      report=report, resume=resume)
+                      report=report, resume=resume, guard=guard)
 
 
-def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
+def _train(config, *, dataset, out, command, progress, report, resume, guard) -> Run:
     from mnistlab.checkpoint import load_checkpoint
     from mnistlab.distribution import data_parallel_for
     from mnistlab.evaluation import evaluate_model
@@ -283,7 +275,7 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
 
     started = time.time()
     if resume is not None:
-        run, config, ds = _reopen_run(resume)
+        run, config, ds = _reopen_run(resume, guard)
         parallel = data_parallel_for(config)  # several devices (mnistlab.distribution)
     else:
         parallel = data_parallel_for(config)  # checked before any file is written
@@ -293,7 +285,10 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
         if dataset is not None and config.data.dataset != ds.name and not config.data.path:
             config = config.model_copy(update={"data": config.data.model_copy(
                 update={"dataset": ds.name})})
-        run = _start_run(config, ds, out, command)
+        config, path_given = resolve_data_path(config)  # config.toml records it absolute
+        run = _start_run(config, ds, out, command, guard)
+        if path_given:
+            run.update(dataset={**run.manifest["dataset"], "path_given": path_given})
     split = load_npz(run.file("split.npz"))
     train_idx, val_idx = split["train_idx"], split["val_idx"]
 
@@ -338,6 +333,7 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
             parallel.stop()
 
     metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    metrics["learning"] = check_learning(rows, ds.y_train[val_idx], c, config.train.learning_rate)
     write_json(run.file("metrics.json"), metrics)
     write_text(run.file("classification_report.txt"), report_text)
     save_npz(run.file("predictions.npz"), probabilities=probs, labels=ds.y_test,
@@ -345,7 +341,8 @@ def _train(config, *, dataset, out, command, progress, report, resume) -> Run:
     files = _save_model_files(run, model)
     elapsed = time.time() - started + float(run.manifest.get("duration_s") or 0.0)
     run.update(status="complete", finished=utc_now(), duration_s=round(elapsed, 3), files=files,
-               test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
+               test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"],
+               learning=metrics["learning"])
     if config.report.enabled if report is None else report:
         from mnistlab.report import build_report
 

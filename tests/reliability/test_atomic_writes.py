@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import numpy as np
@@ -116,17 +115,53 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
-_LOOP = textwrap.dedent("""
-    import sys
-    from mnistlab.files import write_bytes, write_json
-    target, size = sys.argv[1], int(sys.argv[2])
-    i = 0
-    while True:
-        write_bytes(target + "/big.bin", bytes([i % 251]) * size)
-        write_json(target + "/metrics.json", {"i": i, "pad": "x" * (size // 8)})
-        print(i, flush=True)
-        i += 1
+_PAUSING = textwrap.dedent("""
+    import os, sys
+    from mnistlab.files import save_with, write_json
+    target, size, point = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+    def pause(name):  # the synchronisation point: say where we are, then wait to be killed
+        if name == point:
+            print("AT", name, flush=True)
+            sys.stdin.readline()
+
+    real_replace, real_fsync = os.replace, os.fsync
+    def replace(a, b):
+        pause("before-rename:" + os.path.basename(b))
+        real_replace(a, b)
+        pause("after-rename:" + os.path.basename(b))
+    def fsync(fd):
+        pause("before-fsync")
+        real_fsync(fd)
+
+    def big(version):
+        def writer(p):
+            with open(p, "wb") as f:
+                f.write(bytes([version]) * (size // 2))
+                f.flush()
+                pause("mid-data" if version else "")
+                f.write(bytes([version]) * (size - size // 2))
+        return writer
+
+    save_with(target + "/big.bin", big(0))  # version 0, complete, before any pause is armed
+    write_json(target + "/metrics.json", {"i": 0, "pad": "x" * (size // 8)})
+    os.replace, os.fsync = replace, fsync
+    save_with(target + "/big.bin", big(1))
+    write_json(target + "/metrics.json", {"i": 1, "pad": "x" * (size // 8)})
+    print("AT end", flush=True)
+    sys.stdin.readline()
 """)
+
+# Where the writer is killed, the version each file must then hold, and the temporaries left.
+_POINTS = [
+    ("mid-data", 0, 0, [".big.bin."]),
+    ("before-fsync", 0, 0, [".big.bin."]),
+    ("before-rename:big.bin", 0, 0, [".big.bin."]),
+    ("after-rename:big.bin", 1, 0, []),
+    ("before-rename:metrics.json", 1, 0, [".metrics.json."]),
+    ("after-rename:metrics.json", 1, 1, []),
+]
+
 
 _HALF = textwrap.dedent("""
     import sys, time
@@ -157,31 +192,27 @@ def test_sigkill_in_the_middle_of_a_write_keeps_the_old_file(tmp_path):
     assert temp_leftovers(tmp_path) == [line.split()[1].rsplit("/", 1)[1]]
 
 
-def test_sigkill_during_a_write_loop_never_leaves_a_partial_file(tmp_path):
-    """A process rewrites an 8 MiB file and a JSON file in a loop and is killed at random moments;
-    each time, both files hold one complete version."""
+@pytest.mark.parametrize("point, big_version, json_version, left", _POINTS,
+                         ids=[p[0] for p in _POINTS])
+def test_sigkill_at_each_step_of_a_write_never_leaves_a_partial_file(tmp_path, point, big_version,
+                                                                     json_version, left):
+    """A process rewrites an 8 MiB file and a JSON file; it is killed at a named step of the
+    atomic write (the child stops there and says so, so the kill lands exactly there): each file
+    then holds one complete version, the old one until the rename, and the only leftover is the
+    hidden temporary file of the write that was cut short."""
     size = 8 << 20
-    rng = np.random.default_rng(0)
-    hit_mid_write = 0
-    for trial in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", _LOOP, str(tmp_path), str(size)],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip().isdigit()  # one full round written
-        time.sleep(float(rng.uniform(0.0, 0.2)))
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-        proc.stdout.close()
-        data = (tmp_path / "big.bin").read_bytes()
-        assert len(data) == size and data.count(data[:1]) == size, f"trial {trial}: partial file"
-        assert json.loads((tmp_path / "metrics.json").read_text())["i"] >= 0
-        left = temp_leftovers(tmp_path)
-        hit_mid_write += bool(left)
-        for name in left:  # only hidden temporaries of the two targets, then tidy for the next trial
-            assert name.startswith((".big.bin.", ".metrics.json.")), name
-            (tmp_path / name).unlink()
-    # Most kills land while a file is being written (that is where the time goes); if none did,
-    # the test did not test anything.
-    assert hit_mid_write >= 1
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSING, str(tmp_path), str(size), point],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == f"AT {point}"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
+    proc.stdin.close()
+    data = (tmp_path / "big.bin").read_bytes()
+    assert len(data) == size and data.count(bytes([big_version])) == size
+    assert json.loads((tmp_path / "metrics.json").read_text())["i"] == json_version
+    leftovers = temp_leftovers(tmp_path)
+    assert [name[:len(prefix)] for name, prefix in zip(leftovers, left, strict=True)] == left
 
 
 def test_disk_full_error_is_an_oserror_and_a_mnistlab_error():

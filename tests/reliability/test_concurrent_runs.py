@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 from reliability_helpers import ENV, MNISTLAB
 
@@ -44,33 +43,35 @@ def test_threads_creating_run_dirs_at_once_get_distinct_dirs(tmp_path):
 
 
 _CREATE = textwrap.dedent("""
-    import sys, time
+    import datetime as dt, sys
     from mnistlab.runs import create_run_dir
-    root, start = sys.argv[1], float(sys.argv[2])
-    late = time.time() > start
-    time.sleep(max(0.0, start - time.time()))
-    print(create_run_dir(root, "tutorial", "digits", 111).name, "late" if late else "on-time")
+    print("READY", flush=True)
+    sys.stdin.readline()  # the start signal: every process is waiting here before any proceeds
+    stamp = dt.datetime(2026, 11, 30, 4, 0, 0)  # the same second for all, whatever the clock says
+    print(create_run_dir(sys.argv[1], "tutorial", "digits", 111, now=stamp).name, flush=True)
 """)
 
 
 def test_processes_creating_a_run_dir_in_the_same_second(tmp_path):
-    """Six processes wait for the same instant (a tenth into a wall-clock second), then each
-    creates one run directory: six distinct directories, the same stamp numbered '', -2 ... -6."""
+    """Six processes, all started and waiting, are released together and each creates a run
+    directory stamped with the same second: six distinct directories numbered '', -2 ... -6."""
     n = 6
-    start = int(time.time()) + 6.1
-    procs = [subprocess.Popen([sys.executable, "-c", _CREATE, str(tmp_path), str(start)],
+    procs = [subprocess.Popen([sys.executable, "-c", _CREATE, str(tmp_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in range(n)]
-    lines = []
+    for p in procs:  # synchronisation point: each has imported mnistlab and is waiting
+        assert p.stdout.readline().strip() == "READY"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    names = []
     for p in procs:
         out, _ = p.communicate(timeout=120)
         assert p.returncode == 0
-        lines.append(out.split())
-    names = [name for name, _ in lines]
+        names.append(out.strip())
     assert len(set(names)) == n and all(NAME.fullmatch(x) for x in names)
-    if all(flag == "on-time" for _, flag in lines):  # every process was ready before the instant
-        assert len({x[:15] for x in names}) == 1, names
-        suffixes = sorted(int(x.rsplit("-", 1)[1]) if x.count("-") == 5 else 1 for x in names)
-        assert suffixes == list(range(1, n + 1))
+    assert {x[:15] for x in names} == {"20261130-040000"}
+    suffixes = sorted(int(x.rsplit("-", 1)[1]) if x.count("-") == 5 else 1 for x in names)
+    assert suffixes == list(range(1, n + 1))
 
 
 def test_two_train_commands_started_together(tmp_path):

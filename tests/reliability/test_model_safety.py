@@ -181,8 +181,9 @@ def test_plain_models_still_load_in_both_formats(tmp_path):
 @pytest.mark.parametrize("name, tamper, fragment", [
     # HDF5 has no checksums: a flipped weight byte still reads, only the sha256 catches it.
     ("model.h5", "flip", "does not match the sha256 recorded in the run's manifest"),
-    # Bytes appended to a zip leave it readable: again only the sha256 catches it.
-    ("model.keras", "append", "does not match the sha256 recorded in the run's manifest"),
+    # Bytes appended to a zip are trailing data, refused before the sha256 is computed.
+    ("model.keras", "append", "has 16 bytes of data after its zip archive"),
+    ("model.h5", "append", "has 16 bytes of data after its HDF5 content"),
     # A flipped byte inside the zip breaks an entry's CRC, caught before the sha256 is computed.
     ("model.keras", "flip", "is corrupt (bad entry model.weights.h5)"),
 ])

@@ -64,19 +64,49 @@ def test_missing_checkpoint_says_start_a_new_run(run_copy):
         train(resume=run_copy, report=False)
 
 
+_HOLD = """
+import sys, time
+from pathlib import Path
+from mnistlab.runlock import RunLock
+lock = RunLock.take(Path(sys.argv[1]))
+print("HELD" if lock else "BUSY", flush=True)
+time.sleep(120)
+"""
+
+
 def test_run_still_being_trained_by_a_live_process_is_refused(run_copy):
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """Another process holds the run's lock (as a trainer does): --resume is refused, and
+    `mnistlab runs` shows the run as running. Once that process is gone, the run resumes."""
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest.update(status="running", pid=12345)
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    other = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_copy)], stdout=subprocess.PIPE,
+                             text=True)
     try:
-        manifest = json.loads((run_copy / "manifest.json").read_text())
-        manifest.update(status="running", pid=other.pid)
-        (run_copy / "manifest.json").write_text(json.dumps(manifest))
-        with pytest.raises(RunError, match=f"still being trained by process {other.pid}"):
+        assert other.stdout.readline().strip() == "HELD"  # the lock is held from here on
+        with pytest.raises(RunError, match="still being trained by process 12345"):
             train(resume=run_copy, report=False)
+        assert load_run(run_copy, require_complete=False).status == "running"
     finally:
         other.kill()
         other.wait()
-    # Once that process is gone, the same directory resumes.
+        other.stdout.close()
+    # Killed: nobody holds the lock, so the recorded "running" is shown as interrupted.
+    assert load_run(run_copy, require_complete=False).status == "interrupted"
     assert train(resume=run_copy, report=False).is_complete
+
+
+def test_resume_removes_leftover_temporary_files(run_copy):
+    """A killed write leaves a hidden temporary file; resuming (under the run's lock) removes it."""
+    leftovers = [".checkpoint.npz.0badc0de.tmp.npz", ".history.csv.12345678.tmp",
+                 ".manifest.json.abcdef01.tmp", ".model.keras.00000000.tmp.keras"]
+    for name in leftovers:
+        (run_copy / name).write_bytes(b"half a file")
+    (run_copy / "notes.tmp").write_text("not ours")  # not an atomic-write name: kept
+    done = train(resume=run_copy, report=False)
+    assert done.is_complete
+    assert not any((run_copy / name).exists() for name in leftovers)
+    assert (run_copy / "notes.tmp").read_text() == "not ours"
 
 
 def test_changed_data_is_refused(run_copy):

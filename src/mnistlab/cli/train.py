@@ -66,6 +66,8 @@ def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_
 
 def _done(run) -> None:
     m = run.metrics
+    if (warning := run.manifest.get("learning", {}).get("message")) is not None:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo(f"Test accuracy: {m['test_accuracy']:.4f} - test loss: {m['test_loss']:.4f}")
     click.echo(f"Run directory: {run.path}")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mnistlab.errors import DataError
+from mnistlab.errors import DataError, shorten_repr
 
 NAMES = ("mnist", "fashion_mnist", "digits", "mnist_sample")
 
@@ -76,7 +76,7 @@ def load_dataset(
         return sources.load_path(path)
     if name not in NAMES:
         raise DataError(
-            f"unknown dataset {name!r}. Choose one of {', '.join(NAMES)}, or pass --data PATH"
+            f"unknown dataset {shorten_repr(name)}. Choose one of {', '.join(NAMES)}, or pass --data PATH"
         )
     return sources.load_named(name, mirrors=mirrors, progress=progress)
 

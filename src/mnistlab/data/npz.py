@@ -111,7 +111,13 @@ def _headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     "pickled data. Save numeric arrays (e.g. x.astype('uint8'))"
                 )
             nbytes = math.prod(shape) * dtype.itemsize
-            if nbytes > min(info.file_size, MAX_BYTES):
+            if nbytes > MAX_BYTES:
+                raise DataError(
+                    f"{path}: array {key} declares shape {shape}, {nbytes:,} bytes: too large "
+                    f"(mnistlab reads arrays of up to {MAX_BYTES:,} bytes). Use a smaller dataset "
+                    "or split it"
+                )
+            if nbytes > info.file_size:
                 raise DataError(
                     f"{path}: array {key} declares shape {shape} ({nbytes} bytes) but the archive "
                     f"holds {info.file_size} bytes for it. The file is corrupt: save it again"

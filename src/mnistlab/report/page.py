@@ -28,6 +28,7 @@ def render_report(run, layers: list[dict], pngs: dict[str, bytes], notes: dict[s
         "report.html.j2",
         run_name=run.path.name,
         status=str(run.manifest.get("status", "unknown")),
+        learning=(run.manifest.get("learning") or {}).get("message"),  # mnistlab.health
         pngs=pngs,
         notes=notes,
         summary=summary_section(run),
