@@ -96,6 +96,20 @@ def even_length(n: int, n_devices: int) -> int:
     return n - n % n_devices
 
 
+def local_rows(n: int, batch: int, processes: int, process: int):
+    """Row indices of process ``process``'s slice of every global batch of ``n`` rows.
+
+    Every batch (including the last, shorter one) must split evenly over the processes.
+    """
+    import numpy as np
+
+    parts = []
+    for start in range(0, n, batch):
+        size = min(batch, n - start) // processes
+        parts.append(np.arange(start + process * size, start + (process + 1) * size))
+    return np.concatenate(parts) if parts else np.arange(0)
+
+
 def data_parallel_for(config: Config) -> DataParallelTraining | None:
     """``DataParallelTraining(config)`` when ``train.devices`` is not ``"1"``, else ``None``.
 
@@ -119,10 +133,16 @@ class DataParallelTraining:
     """
 
     def __init__(self, config: Config):
+        import jax
+
         self.devices = devices_for(config.train.devices)
         self.per_device_batch = check_batch_size(config.train.batch_size, len(self.devices))
         train = config.train.model_copy(update={"loop": "fit"})
         self.config = config.model_copy(update={"train": train})
+        # In a multi-process job (mnistlab.cluster) each process feeds its own slice of every
+        # global batch; Keras assembles the global batch from the processes' slices in order.
+        self.processes, self.process = jax.process_count(), jax.process_index()
+        self.batch_size = config.train.batch_size // self.processes  # what this process feeds
         self._previous = None
 
     def start(self, run, train: tuple, val: tuple) -> tuple[tuple, tuple]:
@@ -146,8 +166,29 @@ class DataParallelTraining:
             "left_out": {"train": len(train[0]) - keep_train, "val": len(val[0]) - keep_val},
         })
         self._previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=self.devices))
+        layout = keras.distribution.DataParallel(devices=self.devices)
+        if self.processes > 1:
+            run.update(processes=self.processes)
+            layout.auto_shard_dataset = False  # each process passes its own slice (see local)
+        keras.distribution.set_distribution(layout)
         return tuple(a[:keep_train] for a in train), tuple(a[:keep_val] for a in val)
+
+    def local(self, *arrays):
+        """This process's part of arrays in global order: its slice of every global batch.
+
+        Args:
+            arrays: arrays of equal length (a multiple of the number of devices), first axis =
+                samples, in the order the global batches take them.
+
+        Returns:
+            The same arrays, keeping per global batch of ``train.batch_size`` rows (and the last,
+            shorter one) the ``process``-th of ``processes`` equal slices. One process: unchanged.
+        """
+        if self.processes == 1:
+            return arrays
+        idx = local_rows(len(arrays[0]), self.config.train.batch_size, self.processes,
+                         self.process)
+        return tuple(a[idx] for a in arrays)
 
     def stop(self) -> None:
         """Restore the distribution that was set before ``start`` (usually none)."""

@@ -59,13 +59,21 @@ def _dataset_record(ds: Dataset, n_train: int, n_val: int) -> dict:
     }
 
 
-def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int) -> dict:
-    """One epoch of plain ``keras.Model.fit`` on a seeded permutation of the training set."""
+def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel) -> dict:
+    """One epoch of plain ``keras.Model.fit`` on a seeded permutation of the training set.
+
+    In a multi-process job every process permutes the whole set the same way, then feeds only
+    its own slice of each global batch (``DataParallelTraining.local``).
+    """
     if cfg.train.shuffle:
         order = permutation(cfg.seed, epoch, len(x))
         x, y_onehot = x[order], y_onehot[order]
+    batch_size = cfg.train.batch_size
+    if parallel is not None:
+        (x, y_onehot), (xv, yv_onehot) = parallel.local(x, y_onehot), parallel.local(xv, yv_onehot)
+        batch_size = parallel.batch_size
     hist = model.fit(
-        x, y_onehot, batch_size=cfg.train.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+        x, y_onehot, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
         validation_data=(xv, yv_onehot), shuffle=False, verbose=0,
     )
     return {k: float(v[-1]) for k, v in hist.history.items()}
@@ -223,7 +231,8 @@ def _reopen_run(path: str | Path, guard) -> tuple[Run, Config, Dataset]:
     run = load_run(path, require_complete=False)
     if run.is_complete:
         raise RunError(f"run {run.path} is already complete; nothing to resume")
-    guard.hold(run, new=False)  # refuses a run a live process trains; removes killed writes' temps
+    if guard is not None:  # refuses a run a live process trains; removes killed writes' temps
+        guard.hold(run, new=False)
     config = run.config
     ds = load_dataset(config.data.dataset, path=config.data.path, mirrors=config.data.mirrors)
     if ds.sha256 != run.manifest["dataset"]["sha256"]:
@@ -243,6 +252,7 @@ def train(
     progress: Progress | None = None,
     report: bool | None = None,
     resume: str | Path | None = None,
+    job=None,
 ) -> Run:
     """Run the experiment described by ``config`` (or finish an interrupted run) and return it.
 
@@ -254,6 +264,9 @@ def train(
         progress: called after every epoch with ``(epoch, epochs, logs)``.
         report: build figures and report.html (default ``config.report.enabled``).
         resume: an interrupted run directory to continue from its last checkpoint.
+        job: a ``mnistlab.cluster.JobSpec`` to join a multi-process job (data parallel over every
+            device of every process). Process 0 writes the run directory; the others work in a
+            temporary folder that is removed at the end.
 
     Returns:
         The completed ``Run``.
@@ -262,12 +275,50 @@ def train(
         DataError: the data cannot be loaded. TrainingError: the loss diverged.
         TrainingInterrupted: SIGINT/SIGTERM arrived; the run was checkpointed and can be resumed.
     """
-    with without_tensorflow(), RunGuard() as guard:
+    import contextlib
+    import tempfile
+
+    with without_tensorflow(), RunGuard() as guard, contextlib.ExitStack() as stack:
+        scratch = None
+        if job is not None:
+            from mnistlab.cluster import join
+
+            join(job)  # before any JAX computation
+            if not job.writes_files:
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mnistlab-")))
+                out, report = scratch, False
         return _train(config, dataset=dataset, out=out, command=command, progress=progress,
-                      report=report, resume=resume, guard=guard)
+                      report=report, resume=resume, guard=guard, job=job, scratch=scratch)
 
 
-def _train(config, *, dataset, out, command, progress, report, resume, guard) -> Run:
+def _in_job(config: Config, job) -> Config:
+    """A job trains data parallel over every device of every process."""
+    if job is None:
+        return config
+    return config.model_copy(update={"train": config.train.model_copy(update={"devices": "all"})})
+
+
+def _agree(job, config: Config, ds: Dataset, what: str) -> None:
+    """Every process of a job must train the same config on the same data (refused otherwise)."""
+    if job is not None:
+        from mnistlab.cluster import require_same
+
+        require_same("configuration, data and run", f"{what}\n{to_toml(config)}{ds.sha256}")
+
+
+def _shadow(run: Run, folder: Path) -> Run:
+    """A copy of what resuming reads, in ``folder``: a process other than 0 writes only there."""
+    import shutil
+
+    copy = folder / run.path.name
+    copy.mkdir()
+    for name in ("manifest.json", "config.toml", "split.npz", "checkpoint.npz", "history.csv"):
+        if run.file(name).exists():
+            shutil.copy2(run.file(name), copy / name)
+    return Run(copy, dict(run.manifest))
+
+
+def _train(config, *, dataset, out, command, progress, report, resume, guard, job, scratch) -> Run:
     from mnistlab.checkpoint import load_checkpoint
     from mnistlab.distribution import data_parallel_for
     from mnistlab.evaluation import evaluate_model
@@ -275,9 +326,15 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard) ->
 
     started = time.time()
     if resume is not None:
-        run, config, ds = _reopen_run(resume, guard)
+        # A process other than 0 reads process 0's run but locks and writes only its own copy.
+        run, config, ds = _reopen_run(resume, guard if scratch is None else None)
+        _agree(job, config, ds, f"resume {run.path.name}")
+        if scratch is not None:
+            run = _shadow(run, scratch)
+            guard.hold(run, new=True)
         parallel = data_parallel_for(config)  # several devices (mnistlab.distribution)
     else:
+        config = _in_job(config, job)
         parallel = data_parallel_for(config)  # checked before any file is written
         config = parallel.config if parallel else config  # train.loop "fit": fast is 1-device
         ds = dataset or load_dataset(config.data.dataset, path=config.data.path,
@@ -286,9 +343,12 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard) ->
             config = config.model_copy(update={"data": config.data.model_copy(
                 update={"dataset": ds.name})})
         config, path_given = resolve_data_path(config)  # config.toml records it absolute
+        _agree(job, config, ds, "new run")
         run = _start_run(config, ds, out, command, guard)
         if path_given:
             run.update(dataset={**run.manifest["dataset"], "path_given": path_given})
+    if job is not None:
+        run.update(job=job.describe())
     split = load_npz(run.file("split.npz"))
     train_idx, val_idx = split["train_idx"], split["val_idx"]
 
@@ -316,7 +376,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard) ->
         with _StopSignal() as stop:
             on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
             try:
-                engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end)
+                engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end,
+                                     parallel)
                 if engine:  # which fast path and threads trained it
                     run.update(engine=engine)
             except KeyboardInterrupt:
@@ -350,7 +411,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard) ->
     return run
 
 
-def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end):
+def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end,
+                parallel=None):
     """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``;
     return ``fit_fast``'s engine record (None for Keras fit).
 
@@ -367,7 +429,7 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):
-        logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch)
+        logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch, parallel)
         if on_epoch_end(epoch, logs):
             break
     return None

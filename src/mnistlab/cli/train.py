@@ -40,31 +40,45 @@ def _fell_back(name: str, error: Exception, next_name: str) -> None:
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @click.option("--resume", type=click.Path(), metavar="RUN",
               help="Continue an interrupted run from its last checkpoint (other options ignored).")
+@click.option("--coordinator", metavar="HOST:PORT",
+              help="Join a multi-process job: process 0's address and port (docs/multihost.md).")
+@click.option("--num-processes", type=int, metavar="N", help="Processes in the job.")
+@click.option("--process-id", type=int, metavar="I", help="This process, 0..N-1 (0 writes files).")
 def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_size, seed, loop,
-              devices, out, fallback, report, quiet, resume):
+              devices, out, fallback, report, quiet, resume, coordinator, num_processes,
+              process_id):
     """Train the tutorial's MLP and write a run directory (runs/<time>-<preset>-<data>-seed<N>).
 
     Ctrl-C or SIGTERM stops at the end of the current epoch after saving a checkpoint;
     `mnistlab train --resume RUN` finishes the run with the same result as an uninterrupted one.
     """
     from mnistlab.cli.data import progress_bar
+    from mnistlab.cluster import is_job_child, job_from, supervise
     from mnistlab.config import load_config
     from mnistlab.data import load_with_fallback
     from mnistlab.training import train
 
+    job = job_from(coordinator, num_processes, process_id)
+    if job and not is_job_child():  # the job runs in a child; its breakdown becomes one error
+        sys.exit(supervise(sys.argv[1:], job))
     progress = None if quiet else _progress
     if resume:
-        _done(train(resume=resume, command=sys.argv, report=report, progress=progress))
+        _done(train(resume=resume, command=sys.argv, report=report, progress=progress, job=job), job)
         return
     cfg = load_config(preset, config_file, overrides, data__dataset=dataset, data__path=data_path,
                       train__epochs=epochs, train__batch_size=batch_size, seed=seed,
                       train__loop=loop, train__devices=devices)
     ds = load_with_fallback([cfg.data.dataset, *fallback], cfg.data.path, cfg.data.mirrors,
                             progress=progress_bar(), on_fallback=_fell_back)
-    _done(train(cfg, dataset=ds, out=out, command=sys.argv, report=report, progress=progress))
+    _done(train(cfg, dataset=ds, out=out, command=sys.argv, report=report, progress=progress,
+                job=job), job)
 
 
-def _done(run) -> None:
+def _done(run, job=None) -> None:
+    if job and not job.writes_files:
+        click.echo(f"Process {job.process_id} of {job.num_processes} done; process 0 wrote the "
+                   "run directory.")
+        return
     m = run.metrics
     if (warning := run.manifest.get("learning", {}).get("message")) is not None:
         click.echo(f"Warning: {warning}", err=True)
