@@ -318,13 +318,10 @@ def _shadow(run: Run, folder: Path) -> Run:
     return Run(copy, dict(run.manifest))
 
 
-def _train(config, *, dataset, out, command, progress, report, resume, guard, job, scratch) -> Run:
-    from mnistlab.checkpoint import load_checkpoint
+def _open(config, *, dataset, out, command, resume, guard, job, scratch):
+    """Start a new run or reopen one to resume; return ``(run, config, dataset, parallel)``."""
     from mnistlab.distribution import data_parallel_for
-    from mnistlab.evaluation import evaluate_model
-    from mnistlab.model import build_model, compile_model, to_input
 
-    started = time.time()
     if resume is not None:
         # A process other than 0 reads process 0's run but locks and writes only its own copy.
         run, config, ds = _reopen_run(resume, guard if scratch is None else None)
@@ -349,6 +346,16 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
             run.update(dataset={**run.manifest["dataset"], "path_given": path_given})
     if job is not None:
         run.update(job=job.describe())
+    return run, config, ds, parallel
+
+
+def _train(config, *, dataset, out, command, progress, report, resume, guard, job, scratch) -> Run:
+    from mnistlab.checkpoint import load_checkpoint
+    from mnistlab.model import build_model, compile_model, to_input
+
+    started = time.time()
+    run, config, ds, parallel = _open(config, dataset=dataset, out=out, command=command,
+                                      resume=resume, guard=guard, job=job, scratch=scratch)
     split = load_npz(run.file("split.npz"))
     train_idx, val_idx = split["train_idx"], split["val_idx"]
 
@@ -392,9 +399,20 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     finally:
         if parallel:  # evaluate and save on one device, as any later process loads it
             parallel.stop()
+    _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)
+    if config.report.enabled if report is None else report:
+        from mnistlab.report import build_report
+
+        build_report(run.path)
+    return run
+
+
+def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
+    """Evaluate on the test set, save the model files and mark the run complete."""
+    from mnistlab.evaluation import evaluate_model
 
     metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
-    metrics["learning"] = check_learning(rows, ds.y_train[val_idx], c, config.train.learning_rate)
+    metrics["learning"] = check_learning(rows, y_val, ds.num_classes, config.train.learning_rate)
     write_json(run.file("metrics.json"), metrics)
     write_text(run.file("classification_report.txt"), report_text)
     save_npz(run.file("predictions.npz"), probabilities=probs, labels=ds.y_test,
@@ -404,11 +422,6 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     run.update(status="complete", finished=utc_now(), duration_s=round(elapsed, 3), files=files,
                test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"],
                learning=metrics["learning"])
-    if config.report.enabled if report is None else report:
-        from mnistlab.report import build_report
-
-        build_report(run.path)
-    return run
 
 
 def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end,
