@@ -41,17 +41,40 @@ class DataConfig(_Section):
     mirrors: list[str] = Field(default_factory=list, description="extra download origins, tried first")
 
 
+class ConvBlock(_Section):
+    """One convolution block: Conv2D (+ BatchNormalization) + activation (+ MaxPooling2D)."""
+
+    filters: int = Field(32, ge=1, le=1024, description="output channels")
+    kernel: int = Field(3, ge=1, le=7, description="square kernel size")
+    padding: Literal["valid", "same"] = "valid"
+    pool: int = Field(2, ge=1, le=4, description="max-pooling size after the block; 1 = none")
+    batch_norm: bool = Field(False, description="BatchNormalization between conv and activation")
+
+
+def _keras_io_blocks() -> list[ConvBlock]:
+    return [ConvBlock(filters=32), ConvBlock(filters=64)]
+
+
 class ModelConfig(_Section):
+    kind: Literal["mlp", "cnn"] = Field("mlp", description="mlp: Flatten + Dense; cnn: conv blocks first")
     api: Literal["sequential", "functional"] = "sequential"
-    hidden: list[int] = Field(default_factory=lambda: [100, 64, 32], min_length=1, max_length=16)
+    hidden: list[int] = Field(default_factory=lambda: [100, 64, 32], max_length=16,
+                              description="Dense units before the output (cnn: after Flatten)")
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "selu", "silu"] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0,
+                           description="mlp: after each hidden Dense; cnn: after Flatten and each Dense")
+    conv: list[ConvBlock] = Field(default_factory=_keras_io_blocks, max_length=8,
+                                  description="cnn only: the convolution blocks, in order")
 
     @model_validator(mode="after")
     def _sizes(self):
         bad = [h for h in self.hidden if not 1 <= h <= MAX_UNITS]
         if bad:
             raise ValueError(f"hidden layer sizes must be between 1 and {MAX_UNITS}; received {bad}")
+        if self.kind == "mlp" and not self.hidden:
+            raise ValueError("an mlp needs at least one hidden layer (model.hidden = [100, 64, 32])")
+        if self.kind == "cnn" and not self.conv:
+            raise ValueError("a cnn needs at least one conv block (model.conv = [{filters = 32}])")
         return self
 
 
@@ -100,6 +123,14 @@ PRESETS: dict[str, dict] = {
     "quick": {"train": {"epochs": 5}},
     # The same network with Adam, which converges in far fewer epochs.
     "adam": {"train": {"optimizer": "adam", "learning_rate": 0.001, "epochs": 20}},
+    # The keras-io convnet (examples/vision/mnist_convnet.py) exactly: two conv blocks (32, 64
+    # filters, 3x3, max-pool 2), Flatten, Dropout 0.5, softmax; Adam 1e-3, batch 128, 15 epochs,
+    # 10 % validation.
+    "cnn": {
+        "data": {"val_fraction": 0.1},
+        "model": {"kind": "cnn", "hidden": [], "dropout": 0.5},
+        "train": {"optimizer": "adam", "learning_rate": 0.001, "epochs": 15},
+    },
 }
 
 
