@@ -256,3 +256,52 @@ def to_toml(config: Config) -> str:
     import tomli_w
 
     return tomli_w.dumps(config.model_dump(exclude_none=True))
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# In a run's name already (dataset, seed) or not a setting of the experiment.
+_NOT_IN_LABEL = {"preset", "seed", "data.dataset", "data.path", "data.mirrors", "report.enabled"}
+
+
+def differences(config: Config) -> dict:
+    """The settings in which ``config`` differs from its preset, as ``{"section.key": value}``.
+
+    The dataset, its path and the seed are left out (a run's name has them already).
+    """
+    base = load_config(config.preset if config.preset in PRESETS else "tutorial")
+    mine, theirs = _flat(config.model_dump()), _flat(base.model_dump())
+    return {k: v for k, v in mine.items() if k not in _NOT_IN_LABEL and theirs.get(k) != v}
+
+
+def label(config: Config, limit: int = 48) -> str:
+    """A short name for the experiment: the preset, then what differs from it.
+
+    E.g. ``tutorial`` or ``tutorial+optimizer=adam+learning_rate=0.001``; past ``limit``
+    characters the differences are cut and a short hash of all of them keeps names apart.
+    """
+    import hashlib
+
+    diff = differences(config)
+    text = config.preset + "".join(f"+{k.split('.')[-1]}={_short(v)}" for k, v in diff.items())
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(repr(sorted(diff.items())).encode()).hexdigest()[:6]
+    return f"{text[: limit - 7]}~{digest}"
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return "-".join(_short(v) for v in value) if len(value) <= 4 else f"{len(value)}items"
+    if isinstance(value, dict):
+        return "-".join(_short(v) for v in value.values())
+    return str(value).lower()
+

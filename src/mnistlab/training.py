@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.backend import without_tensorflow
-from mnistlab.config import Config, to_toml
+from mnistlab.config import Config, label, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.errors import TrainingError, TrainingInterrupted
@@ -194,7 +194,7 @@ def _start_run(config: Config, ds: Dataset, out, command) -> Run:
     train_idx, val_idx = split_train_val(ds.y_train, config.data.val_fraction, config.seed,
                                          config.data.stratify)
     name = ds.name if not config.data.path else "custom"
-    run = Run(create_run_dir(out, config.preset, name, config.seed), {})
+    run = Run(create_run_dir(out, label(config), name, config.seed), {})
     run.update(
         mnistlab_version=_versions().get("mnistlab", "?"), status="running", pid=os.getpid(),
         command=list(command if command is not None else sys.argv), seed=config.seed,
