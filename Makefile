@@ -21,6 +21,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/mnistlab train --preset tutorial --dataset mnist --fallback mnist_sample --fallback digits
+	@echo ""
+	@echo "Next: put mnistlab on your PATH with 'source $(VENV)/bin/activate' (or call $(BIN)/mnistlab), then try"
+	@echo "  mnistlab runs                      # the run you just made"
+	@echo "  mnistlab serve runs/<run>          # draw digits at http://127.0.0.1:8000"
+	@echo "  mnistlab predict runs/<run> my-digit.jpg"
+	@echo "  mnistlab train --preset cnn --dataset fashion_mnist   # the next chapter: a convnet"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench examples

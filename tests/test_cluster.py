@@ -121,7 +121,7 @@ def test_local_rows_split_every_global_batch_in_order():
 def test_two_processes_train_like_two_devices_and_only_process_0_writes(
         tmp_path, single_two_devices):
     results = _finish(_job(tmp_path))
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err
     assert "process 0 wrote the run directory" in results[1][1]
     assert not (tmp_path / "out1").exists()  # process 1 wrote nothing where it was told to

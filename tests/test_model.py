@@ -33,3 +33,46 @@ def test_seed_changes_weights_and_input_shape_follows_data():
 def test_dropout_layers_are_added():
     m = build_model(ModelConfig(dropout=0.2, hidden=[16]), (8, 8))
     assert [layer.name for layer in m.layers] == ["flatten", "dense1", "dropout1", "output"]
+
+
+def test_cnn_preset_is_the_keras_io_convnet():
+    from mnistlab.config import load_config
+    from mnistlab.model import KERAS_IO_CONVNET_PARAMS
+
+    cfg = load_config("cnn")
+    assert (cfg.train.optimizer, cfg.train.learning_rate, cfg.train.batch_size) == ("adam", 0.001, 128)
+    assert (cfg.train.epochs, cfg.data.val_fraction) == (15, 0.1)
+    model = build_model(cfg.model, (28, 28), 10)
+    assert model.count_params() == KERAS_IO_CONVNET_PARAMS
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Reshape", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten",
+                     "Dropout", "Dense"]
+    conv = model.get_layer("conv1")
+    assert (conv.filters, conv.kernel_size, conv.padding) == (32, (3, 3), "valid")
+    assert model.get_layer("dropout").rate == 0.5
+
+
+def test_cnn_sequential_and_functional_give_identical_weights():
+    blocks = [{"filters": 4, "batch_norm": True}, {"filters": 6, "padding": "same", "pool": 1}]
+    seq = ModelConfig(kind="cnn", hidden=[16], dropout=0.25, conv=blocks)
+    fun = seq.model_copy(update={"api": "functional"})
+    a, b = build_model(seq, (12, 12), 3, seed=5), build_model(fun, (12, 12), 3, seed=5)
+    assert [w.shape for w in a.get_weights()] == [w.shape for w in b.get_weights()]
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+    x = np.random.default_rng(0).random((2, 12, 12), dtype=np.float32)
+    np.testing.assert_array_equal(a.predict(x, verbose=0), b.predict(x, verbose=0))
+
+
+def test_cnn_config_is_validated():
+    import pytest
+
+    from mnistlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shrink to nothing"):
+        build_model(ModelConfig(kind="cnn"), (8, 8), 10)
+    with pytest.raises(ValueError, match="at least one conv block"):
+        ModelConfig(kind="cnn", conv=[])
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        ModelConfig(hidden=[])
+    with pytest.raises(ValueError, match="padding"):
+        ModelConfig(kind="cnn", conv=[{"padding": "full"}])

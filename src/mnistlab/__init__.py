@@ -22,6 +22,7 @@ _LAZY = {
     "evaluate": "mnistlab.evaluation",
     "Predictor": "mnistlab.inference",
     "preprocess_image": "mnistlab.preprocess",
+    "progress": "mnistlab.notebook",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

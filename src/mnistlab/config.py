@@ -41,17 +41,40 @@ class DataConfig(_Section):
     mirrors: list[str] = Field(default_factory=list, description="extra download origins, tried first")
 
 
+class ConvBlock(_Section):
+    """One convolution block: Conv2D (+ BatchNormalization) + activation (+ MaxPooling2D)."""
+
+    filters: int = Field(32, ge=1, le=1024, description="output channels")
+    kernel: int = Field(3, ge=1, le=7, description="square kernel size")
+    padding: Literal["valid", "same"] = "valid"
+    pool: int = Field(2, ge=1, le=4, description="max-pooling size after the block; 1 = none")
+    batch_norm: bool = Field(False, description="BatchNormalization between conv and activation")
+
+
+def _keras_io_blocks() -> list[ConvBlock]:
+    return [ConvBlock(filters=32), ConvBlock(filters=64)]
+
+
 class ModelConfig(_Section):
+    kind: Literal["mlp", "cnn"] = Field("mlp", description="mlp: Flatten + Dense; cnn: conv blocks first")
     api: Literal["sequential", "functional"] = "sequential"
-    hidden: list[int] = Field(default_factory=lambda: [100, 64, 32], min_length=1, max_length=16)
+    hidden: list[int] = Field(default_factory=lambda: [100, 64, 32], max_length=16,
+                              description="Dense units before the output (cnn: after Flatten)")
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "elu", "selu", "silu"] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0,
+                           description="mlp: after each hidden Dense; cnn: after Flatten and each Dense")
+    conv: list[ConvBlock] = Field(default_factory=_keras_io_blocks, max_length=8,
+                                  description="cnn only: the convolution blocks, in order")
 
     @model_validator(mode="after")
     def _sizes(self):
         bad = [h for h in self.hidden if not 1 <= h <= MAX_UNITS]
         if bad:
             raise ValueError(f"hidden layer sizes must be between 1 and {MAX_UNITS}; received {bad}")
+        if self.kind == "mlp" and not self.hidden:
+            raise ValueError("an mlp needs at least one hidden layer (model.hidden = [100, 64, 32])")
+        if self.kind == "cnn" and not self.conv:
+            raise ValueError("a cnn needs at least one conv block (model.conv = [{filters = 32}])")
         return self
 
 
@@ -96,10 +119,19 @@ class Config(_Section):
 PRESETS: dict[str, dict] = {
     # The tutorial exactly: 30 % validation with random_state=111, SGD lr 0.01, 50 epochs, batch 128.
     "tutorial": {},
-    # A minute-long look at the whole pipeline.
-    "quick": {"train": {"epochs": 5}},
+    # A usable model in seconds: the tutorial's MLP with Adam (lr 3e-3) for 5 epochs (measured on
+    # mnist_sample: test accuracy 0.902-0.916 over seeds 1, 2, 111; the tutorial's SGD gets 0.37).
+    "quick": {"train": {"epochs": 5, "optimizer": "adam", "learning_rate": 0.003}},
     # The same network with Adam, which converges in far fewer epochs.
     "adam": {"train": {"optimizer": "adam", "learning_rate": 0.001, "epochs": 20}},
+    # The keras-io convnet (examples/vision/mnist_convnet.py) exactly: two conv blocks (32, 64
+    # filters, 3x3, max-pool 2), Flatten, Dropout 0.5, softmax; Adam 1e-3, batch 128, 15 epochs,
+    # 10 % validation.
+    "cnn": {
+        "data": {"val_fraction": 0.1},
+        "model": {"kind": "cnn", "hidden": [], "dropout": 0.5},
+        "train": {"optimizer": "adam", "learning_rate": 0.001, "epochs": 15},
+    },
 }
 
 
@@ -262,3 +294,52 @@ def resolve_data_path(config: Config) -> tuple[Config, str | None]:
     resolved = str(Path(given).expanduser().resolve())
     data = config.data.model_copy(update={"path": resolved})
     return config.model_copy(update={"data": data}), given
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# In a run's name already (dataset, seed) or not a setting of the experiment.
+_NOT_IN_LABEL = {"preset", "seed", "data.dataset", "data.path", "data.mirrors", "report.enabled"}
+
+
+def differences(config: Config) -> dict:
+    """The settings in which ``config`` differs from its preset, as ``{"section.key": value}``.
+
+    The dataset, its path and the seed are left out (a run's name has them already).
+    """
+    base = load_config(config.preset if config.preset in PRESETS else "tutorial")
+    mine, theirs = _flat(config.model_dump()), _flat(base.model_dump())
+    return {k: v for k, v in mine.items() if k not in _NOT_IN_LABEL and theirs.get(k) != v}
+
+
+def label(config: Config, limit: int = 48) -> str:
+    """A short name for the experiment: the preset, then what differs from it.
+
+    E.g. ``tutorial`` or ``tutorial+optimizer=adam+learning_rate=0.001``; past ``limit``
+    characters the differences are cut and a short hash of all of them keeps names apart.
+    """
+    import hashlib
+
+    diff = differences(config)
+    text = config.preset + "".join(f"+{k.split('.')[-1]}={_short(v)}" for k, v in diff.items())
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(repr(sorted(diff.items())).encode()).hexdigest()[:6]
+    return f"{text[: limit - 7]}~{digest}"
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return "-".join(_short(v) for v in value) if len(value) <= 4 else f"{len(value)}items"
+    if isinstance(value, dict):
+        return "-".join(_short(v) for v in value.values())
+    return str(value).lower()
+

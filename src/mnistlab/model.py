@@ -1,4 +1,9 @@
-"""The tutorial's MLP: Flatten -> Dense(100) -> Dense(64) -> Dense(32) -> Dense(10, softmax).
+"""The models: the tutorial's MLP and the convnet of the next chapter.
+
+* ``kind = "mlp"``: Flatten -> Dense(100) -> Dense(64) -> Dense(32) -> Dense(10, softmax).
+* ``kind = "cnn"``: Reshape to one channel -> for each conv block Conv2D (+ BatchNormalization)
+  + activation (+ MaxPooling2D) -> Flatten -> Dropout -> Dense... -> Dense(10, softmax). The
+  ``cnn`` preset is the keras-io ``mnist_convnet`` (34,826 parameters).
 
 Built with the Sequential or the functional API from a ``ModelConfig``; with the same seed both give
 the same layers, names and weights (each layer's initialiser gets its own fixed seed).
@@ -9,12 +14,47 @@ from __future__ import annotations
 from mnistlab.config import ModelConfig, TrainConfig
 
 TUTORIAL_PARAMS = 87_374
+KERAS_IO_CONVNET_PARAMS = 34_826
 
 
-def _layers(cfg: ModelConfig, num_classes: int, seed: int) -> list:
+def _conv_layers(cfg: ModelConfig, input_shape: tuple[int, ...], seed: int) -> list:
+    """Reshape + the conv blocks, checking the image stays at least 1x1 through them."""
     import keras
 
-    layers = [keras.layers.Flatten(name="flatten")]
+    from mnistlab.errors import ConfigError
+
+    h, w = input_shape[:2]
+    layers = [keras.layers.Reshape((h, w, 1), name="reshape")] if len(input_shape) == 2 else []
+    for i, block in enumerate(cfg.conv, start=1):
+        layers.append(keras.layers.Conv2D(
+            block.filters, block.kernel, padding=block.padding, name=f"conv{i}",
+            activation=None if block.batch_norm else cfg.activation,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 200 + i)))
+        if block.batch_norm:
+            layers += [keras.layers.BatchNormalization(name=f"batchnorm{i}"),
+                       keras.layers.Activation(cfg.activation, name=f"activation{i}")]
+        if block.padding == "valid":
+            h, w = h - block.kernel + 1, w - block.kernel + 1
+        if block.pool > 1:
+            layers.append(keras.layers.MaxPooling2D(block.pool, name=f"pool{i}"))
+            h, w = h // block.pool, w // block.pool
+        if h < 1 or w < 1:
+            raise ConfigError(
+                f"the {input_shape[0]}x{input_shape[1]} images shrink to nothing after conv block "
+                f"{i} of model.conv; use padding = \"same\", smaller kernels, pool = 1 or fewer "
+                "blocks for images this small"
+            )
+    return layers
+
+
+def _layers(cfg: ModelConfig, num_classes: int, seed: int, input_shape=(28, 28)) -> list:
+    import keras
+
+    cnn = cfg.kind == "cnn"
+    layers = _conv_layers(cfg, tuple(input_shape), seed) if cnn else []
+    layers.append(keras.layers.Flatten(name="flatten"))
+    if cnn and cfg.dropout > 0:
+        layers.append(keras.layers.Dropout(cfg.dropout, seed=seed + 100, name="dropout"))
     for i, units in enumerate(cfg.hidden, start=1):
         layers.append(
             keras.layers.Dense(
@@ -38,10 +78,10 @@ def _layers(cfg: ModelConfig, num_classes: int, seed: int) -> list:
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int = 10, seed: int = 111):
-    """Build the MLP (not compiled).
+    """Build the MLP or the convnet (not compiled).
 
     Args:
-        cfg: architecture (``api``, ``hidden``, ``activation``, ``dropout``).
+        cfg: architecture (``kind``, ``api``, ``hidden``, ``activation``, ``dropout``, ``conv``).
         input_shape: image shape without the batch axis, e.g. ``(28, 28)`` or ``(8, 8)``.
         num_classes: size of the softmax output.
         seed: fixes every layer's initial weights.
@@ -49,11 +89,14 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     Returns:
         A built ``keras.Model`` taking float32 ``(batch, *input_shape)`` in [0, 1] and returning
         float32 probabilities ``(batch, num_classes)``.
+
+    Raises:
+        ConfigError: the conv blocks shrink the images to nothing.
     """
     import keras
 
-    name = "mnist_mlp"
-    layers = _layers(cfg, num_classes, seed)
+    name = "mnist_cnn" if cfg.kind == "cnn" else "mnist_mlp"
+    layers = _layers(cfg, num_classes, seed, input_shape)
     if cfg.api == "sequential":
         return keras.Sequential([keras.Input(shape=tuple(input_shape)), *layers], name=name)
     inputs = keras.Input(shape=tuple(input_shape), name="image")

@@ -127,6 +127,11 @@ class Run:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def _repr_html_(self) -> str:  # Jupyter shows a run as a compact summary
+        from mnistlab.notebook import run_html
+
+        return run_html(self)
+
     def load_model(self, name: str = MODEL_FILE):
         """Load the run's model after checking its sha256 against the manifest.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.backend import without_tensorflow
-from mnistlab.config import Config, resolve_data_path, to_toml
+from mnistlab.config import Config, label, resolve_data_path, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.engine import fit_fast, permutation
@@ -199,7 +199,7 @@ def _start_run(config: Config, ds: Dataset, out, command, guard: RunGuard | None
     train_idx, val_idx = split_train_val(ds.y_train, config.data.val_fraction, config.seed,
                                          config.data.stratify)
     name = ds.name if not config.data.path else "custom"
-    run = Run(create_run_dir(out, config.preset, name, config.seed), {})
+    run = Run(create_run_dir(out, label(config), name, config.seed), {})
     if guard is not None:  # lock before the manifest says "running" (mnistlab.runlock)
         guard.hold(run, new=True)
     run.update(
@@ -363,7 +363,7 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     # Select on uint8. The fast loop scales each batch itself (no float32 copy of the training
     # set: 190 MB less and ~0.3 s of page faults saved on full-size data); fit needs floats.
     x, xv = ds.x_train[train_idx], ds.x_train[val_idx]
-    if config.train.loop != "fast" or parallel or x.dtype != np.uint8:
+    if not _fast(config) or parallel or x.dtype != np.uint8:
         x, xv = to_input(x), to_input(xv)
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
     if parallel:  # before the model is built, so its variables live on every device
@@ -407,6 +407,11 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     return run
 
 
+def _fast(config: Config) -> bool:
+    """Whether the fast engine trains this config (convnets train with Keras ``fit`` for now)."""
+    return config.train.loop == "fast" and config.model.kind == "mlp"
+
+
 def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
     """Evaluate on the test set, save the model files and mark the run complete."""
     from mnistlab.evaluation import evaluate_model
@@ -432,7 +437,7 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
     Both loops see the same per-epoch order (``engine.permutation(seed, epoch, n)``), so a
     resumed run trains on exactly the batches an uninterrupted one would.
     """
-    if config.train.loop == "fast":
+    if _fast(config):
         history = fit_fast(
             model, x, y, xv, yv, epochs=config.train.epochs, batch_size=config.train.batch_size,
             optimizer=model.optimizer, seed=config.seed, shuffle=config.train.shuffle,
