@@ -35,10 +35,12 @@ def _event(event: dict) -> None:
 @click.option("--data", "data_path", type=click.Path(), help="Your own .npz, IDX dir or image folder.")
 @click.option("--seed", type=int, help="Seed of the split, the models and the sampler.")
 @click.option("--out", default="runs", show_default=True, type=click.Path(), help="Runs folder.")
+@click.option("--retrain/--no-retrain", default=True, show_default=True,
+              help="Retrain the best configuration as a run when the search ends.")
 @click.option("--report", "report_dir", type=click.Path(), metavar="DIR",
               help="Only rebuild DIR/tune.html (a runs/tune-STUDY folder) and exit.")
 def tune_cmd(preset, space, trials, timeout, workers, storage, study, dataset, data_path, seed,
-             out, report_dir):
+             out, retrain, report_dir):
     """Search hyper-parameters with Optuna (TPE, median pruning), then retrain the best.
 
     Writes runs/tune-STUDY/ (study.db, trials.csv, best.toml, tune.html) and an ordinary run
@@ -61,7 +63,8 @@ def tune_cmd(preset, space, trials, timeout, workers, storage, study, dataset, d
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from _event
     cfg = load_config(preset, data__dataset=dataset, data__path=data_path, seed=seed)
     result = tune(cfg, space=space, trials=trials, timeout=timeout, workers=workers,
-                  storage=storage, study=study, out=out, command=sys.argv, progress=_event)
+                  storage=storage, study=study, out=out, command=sys.argv, progress=_event,
+                  retrain=retrain)
     _summary(result)
 
 

@@ -7,12 +7,16 @@ set is never touched here.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from mnistlab.config import Config
 from mnistlab.tune.space import Space, suggest_config
 from mnistlab.tune.trainer import Split, fit_config
 
 CONFIG_ATTR = "config"  # user attribute: the trial's full configuration (a dict)
 REASON_ATTR = "fail_reason"  # user attribute: why a trial failed, or why it was pruned
+WORKER_ATTR = "worker"  # user attribute: host:pid of the process that ran the trial
 
 
 class Objective:
@@ -24,6 +28,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         try:
             config = suggest_config(trial, self.space, self.base)
             trial.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))

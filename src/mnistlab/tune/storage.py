@@ -8,6 +8,7 @@ of failing with "database is locked" (Python's default is 5 s, which a busy mach
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -80,19 +81,25 @@ def open_storage(url: str):
         kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     else:
         kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
-                                              heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except ImportError:
-        raise StorageError(
-            f"no database driver for {scheme} storage {redact(url)!r}. Install it with "
-            "`pip install 'mnistlab[tune]'` (psycopg2-binary for PostgreSQL)"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise StorageError(
-            f"cannot open study storage {redact(url)!r}: {reason}. Check that the database "
-            "server is running and reachable, and the URL's host, port, user and password"
-        ) from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                  heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except ImportError:
+            raise StorageError(
+                f"no database driver for {scheme} storage {redact(url)!r}. Install it with "
+                "`pip install 'mnistlab[tune]'` (psycopg2-binary for PostgreSQL)"
+            ) from None
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            # Two machines creating Optuna's tables at the same moment: one of them loses the
+            # race (duplicate key); a moment later the tables are there.
+            error = e
+            time.sleep(1 + attempt)
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    raise StorageError(
+        f"cannot open study storage {redact(url)!r}: {reason}. Check that the database "
+        "server is running and reachable, and the URL's host, port, user and password"
+    )

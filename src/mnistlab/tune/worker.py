@@ -89,11 +89,11 @@ def run_worker(job: Job, worker: int, tickets: Tickets, stop, report: Callable[[
 
     from mnistlab.config import Config
     from mnistlab.data import load_dataset
+    from mnistlab.tune.algorithms import make_pruner, make_sampler
+    from mnistlab.tune.errors import TuneError
     from mnistlab.tune.objective import Objective
     from mnistlab.tune.space import parse_space
     from mnistlab.tune.storage import open_storage
-    from mnistlab.tune.algorithms import make_pruner, make_sampler
-    from mnistlab.tune.errors import TuneError
     from mnistlab.tune.trainer import split_for
 
     base = Config.model_validate(job.base)
