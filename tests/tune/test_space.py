@@ -29,13 +29,22 @@ def test_suggested_configs_are_valid_and_follow_the_bounds():
         trial = study.ask()
         cfg = suggest_config(trial, space, BASE)
         assert 1 <= len(cfg.model.hidden) <= 3
-        assert all(32 <= u <= 512 for u in cfg.model.hidden)
+        assert all(u in (32, 64, 128, 256, 512) for u in cfg.model.hidden)
         assert 1e-4 <= cfg.train.learning_rate <= 0.3
         assert 10 <= cfg.train.epochs <= 50
         assert cfg.train.batch_size in (32, 64, 128, 256)
         assert cfg.data.dataset == "digits"  # the base's data and seed are kept
         assert trial.params["model.hidden.layers"] == len(cfg.model.hidden)
         study.tell(trial, 0.5)
+
+
+def test_layer_widths_from_a_range():
+    space = parse_space('[model]\nhidden = { type = "layers", layers = [2, 2], units = [5, 9] }',
+                        BASE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(10):
+        cfg = suggest_config(study.ask(), space, BASE)
+        assert len(cfg.model.hidden) == 2 and all(5 <= u <= 9 for u in cfg.model.hidden)
 
 
 def test_fixed_values_apply_to_every_trial():
@@ -68,6 +77,8 @@ def test_unknown_field_lists_the_valid_ones():
     ('[model]\nhidden = { type = "int", low = 1, high = 5 }', "type 'layers'"),
     ('[model]\nhidden = { type = "layers", layers = [0, 2], units = [8, 16] }', "smallest"),
     ('[model]\nhidden = { type = "layers", layers = [1, 2], units = [8, 70000] }', "largest"),
+    ('[model]\nhidden = { type = "layers", layers = [1, 2], choices = [8, 0] }', "smallest"),
+    ('[model]\nhidden = { type = "layers", layers = [1, 2] }', "one of units"),
     ('[train]\nepochs = "many"', "fixed value 'many'"),
     ('[data]\nval_fraction = { type = "float", low = 0.1, high = 0.3 }', "'data.val_fraction'"),
     ('seed = 3', "top-level key 'seed'"),

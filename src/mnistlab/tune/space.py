@@ -13,7 +13,9 @@ are config fields. A table value is a distribution, anything else a fixed value:
     [model]
     hidden = { type = "layers", layers = [1, 3], units = [32, 512], log = true }
 
-``layers`` is for ``model.hidden``: a number of hidden layers, then a width for each. An optional
+``layers`` is for ``model.hidden``: a number of hidden layers, then a width for each, from a
+range (``units = [low, high]``, optional ``log``) or a list (``choices = [64, 128, 256]``). A few
+widths train faster than many: JAX compiles the weight initialiser once per new shape. An optional
 ``[tune]`` table sets the sampler and pruner (``TuneSettings``). Every bound and choice is checked
 against the config's own rules, so a space can only propose configurations ``mnistlab train``
 accepts.
@@ -36,7 +38,7 @@ FIXED_KEYS = ("preset", "seed", "train.loop", "train.devices", "train.monitor")
 DEFAULT_SPACE = """\
 # mnistlab's default search space for the tutorial's MLP (mnistlab tune without --space).
 [model]
-hidden = { type = "layers", layers = [1, 3], units = [32, 512], log = true }
+hidden = { type = "layers", layers = [1, 3], choices = [32, 64, 128, 256, 512] }
 activation = { type = "categorical", choices = ["relu", "tanh"] }
 dropout = { type = "float", low = 0.0, high = 0.4 }
 
@@ -76,11 +78,13 @@ class Param(BaseModel):
     @model_validator(mode="after")
     def _shape(self):
         needs = {"int": ("low", "high"), "float": ("low", "high"), "log": ("low", "high"),
-                 "categorical": ("choices",), "layers": ("layers", "units")}[self.type]
+                 "categorical": ("choices",), "layers": ("layers",)}[self.type]
         missing = [n for n in needs if getattr(self, n) is None]
         if missing:
             raise ValueError(f"type {self.type!r} needs {' and '.join(needs)}; missing {missing}")
-        if self.type == "categorical" and not self.choices:
+        if self.type == "layers" and (self.units is None) == (self.choices is None):
+            raise ValueError("type 'layers' needs one of units = [low, high] or choices = [...]")
+        if self.type in ("categorical", "layers") and self.choices == []:
             raise ValueError("choices must not be empty")
         for lo, hi, name in ((self.low, self.high, "low < high"),
                              *((p[0], p[1], f"{n}: [low, high] with low <= high")
@@ -147,8 +151,9 @@ def _check_param(base: Config, key: str, p: Param, source: str) -> None:
             f"(or a fixed list like [256, 128]); received type {p.type!r}"
         )
     if p.type == "layers":
-        _check_value(base, key, [p.units[0]] * p.layers[0], "smallest network", source)
-        _check_value(base, key, [p.units[1]] * p.layers[1], "largest network", source)
+        widths = p.units or p.choices
+        _check_value(base, key, [min(widths)] * p.layers[0], "smallest network", source)
+        _check_value(base, key, [max(widths)] * p.layers[1], "largest network", source)
         return
     if p.type == "categorical":
         for choice in p.choices:
@@ -267,5 +272,7 @@ def _suggest(trial, key: str, p: Param):
         return trial.suggest_float(key, float(p.low), float(p.high), step=p.step,
                                    log=p.log or p.type == "log")
     n = trial.suggest_int(f"{key}.layers", p.layers[0], p.layers[1])
+    if p.choices is not None:
+        return [trial.suggest_categorical(f"{key}.units{i}", p.choices) for i in range(1, n + 1)]
     return [trial.suggest_int(f"{key}.units{i}", p.units[0], p.units[1], log=p.log)
             for i in range(1, n + 1)]
