@@ -91,13 +91,16 @@ def open_storage(url: str):
         except ImportError:
             raise StorageError(
                 f"no database driver for {scheme} storage {redact(url)!r}. Install it with "
-                "`pip install 'mnistlab[tune]'` (psycopg2-binary for PostgreSQL)"
+                "`pip install 'mnistlab[tune]'` (psycopg for PostgreSQL)"
             ) from None
-        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
             # Two machines creating Optuna's tables at the same moment: one of them loses the
             # race (duplicate key); a moment later the tables are there.
             error = e
             time.sleep(1 + attempt)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            error = e
+            break
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
     raise StorageError(
         f"cannot open study storage {redact(url)!r}: {reason}. Check that the database "

@@ -24,7 +24,7 @@ from mnistlab.config import Config
 from mnistlab.tune import folder as files
 from mnistlab.tune.errors import TuneError
 from mnistlab.tune.space import load_space
-from mnistlab.tune.storage import default_url, open_storage, redact
+from mnistlab.tune.storage import check_url, default_url, open_storage, redact
 from mnistlab.tune.worker import Job, Tickets, run_worker
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -276,10 +276,11 @@ def tune(
     if workers < 1 or (trials is not None and trials < 1):
         raise TuneError(f"--workers and --trials must be at least 1; received workers={workers}, "
                         f"trials={trials}")
-    folder = files.study_folder(out, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    url = storage or default_url(folder)
     the_space = load_space(space, config)
+    folder = files.study_folder(out, name)
+    url = storage or default_url(folder)
+    check_url(url)
+    folder.mkdir(parents=True, exist_ok=True)
     existing = prepare_study(url, name, config, the_space.text)
     progress = progress or (lambda event: None)
     threads = threads_per_worker(workers) if workers > 1 else 0
@@ -316,7 +317,7 @@ def _finish(url, name, folder, space_text, existing, interrupted, *, retrain, wo
 
     build_report(folder, study, summary)
     ran = len(study.get_trials(deepcopy=False)) - existing
-    if not complete and not interrupted:
+    if ran and not complete and not interrupted:
         reasons = {t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False)}
         raise TuneError(f"no trial of study {name!r} completed, so there is no best configuration; "
                         f"reasons: {json.dumps(sorted(r for r in reasons if r))[:500]}")
