@@ -283,11 +283,11 @@ def tune(
     folder.mkdir(parents=True, exist_ok=True)
     existing = prepare_study(url, name, config, the_space.text)
     progress = progress or (lambda event: None)
-    threads = threads_per_worker(workers) if workers > 1 else 0
+    threads = threads_per_worker(workers)
     job = Job(base=config.model_dump(mode="json"), space_text=the_space.text,
               space_source=str(space or "the default search space"), storage=url, study=name,
               trials=trials, deadline=None if timeout is None else time.time() + timeout,
-              threads=threads)
+              threads=threads if workers > 1 else 0)  # one worker: this process, as it is
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     tickets = Tickets(ctx, None if trials is None else max(0, trials - existing))
