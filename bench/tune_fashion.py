@@ -47,6 +47,9 @@ def main():
                   dataset=ds, progress=progress, command=["bench/tune_fashion.py"])
     total = time.perf_counter() - t0
     s = result.summary
+    if result.interrupted:
+        print(f"stopped by a signal after {total:.0f} s: {s['trials']}; run again to continue")
+        return
     print(json.dumps({k: s[k] for k in ("trials", "best", "retrained", "workers",
                                         "threads_per_worker")}, indent=2))
     print(f"search wall time: {times.get('search', total):.0f} s for {args.trials} trials on "
