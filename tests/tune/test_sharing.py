@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mnistlab.tune.storage import open_storage
+from mnistlab.tune.storage import open_storage, opened
 from mnistlab.tune.study import tune
 
 from .conftest import cli, cli_env
@@ -31,6 +31,7 @@ def _check_no_lost_or_duplicated(trials, expected: int | None = None):
             assert t.value == t.intermediate_values[max(t.intermediate_values)]
 
 
+@pytest.mark.slow  # about 20 s on an idle 2-core machine, minutes when it is busy
 def test_two_worker_processes_share_one_sqlite_file(tmp_path, base, space_file):
     events = []
     result = tune(base, space=space_file, trials=8, workers=2, out=tmp_path, study="w",
@@ -132,6 +133,7 @@ def _user_exists(name: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # about 20 s on an idle 2-core machine, minutes when it is busy
 def test_two_commands_share_a_study_on_postgresql(tmp_path, space_file, postgres):
     # Like two machines: separate run folders, one database.
     args = ["tune", "--dataset", "digits", "--space", str(space_file), "--trials", "10",
@@ -141,7 +143,8 @@ def test_two_commands_share_a_study_on_postgresql(tmp_path, space_file, postgres
              for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    trials = optuna.load_study(study_name="shared", storage=postgres).get_trials()
+    with opened(postgres) as storage:
+        trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     # Each command stops starting trials once the study holds 10; a trial the other command
     # started at that moment may finish as the 11th.
     assert 10 <= len(trials) <= 11
@@ -153,6 +156,7 @@ def test_two_commands_share_a_study_on_postgresql(tmp_path, space_file, postgres
             tmp_path / f"machine{i}" / "tune-shared" / "tune.json").read_text()
 
 
+@pytest.mark.slow  # about 20 s on an idle 2-core machine, minutes when it is busy
 def test_sigterm_stops_after_the_trial_and_the_same_command_continues(tmp_path, space_file):
     args = ["tune", "--dataset", "digits", "--space", str(space_file), "--trials", "40",
             "--study", "sig", "--out", str(tmp_path), "--no-retrain"]

@@ -105,11 +105,12 @@ def rebuild_report(folder: str | Path, storage: str | None = None) -> Path:
     import optuna
 
     from mnistlab.tune.errors import StorageError
-    from mnistlab.tune.storage import open_storage
+    from mnistlab.tune.storage import opened
 
     summary = files.read_summary(folder)
     url = storage or summary.get("storage", "")
     if "***" in url and storage is None:
         raise StorageError(f"{folder}'s storage {url} needs its password: pass --storage URL")
-    study = optuna.load_study(study_name=summary["study"], storage=open_storage(url))
-    return build_report(folder, study, summary)
+    with opened(url) as storage:
+        study = optuna.load_study(study_name=summary["study"], storage=storage)
+        return build_report(folder, study, summary)

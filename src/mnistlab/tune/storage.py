@@ -8,6 +8,7 @@ of failing with "database is locked" (Python's default is 5 s, which a busy mach
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -106,3 +107,15 @@ def open_storage(url: str):
         f"cannot open study storage {redact(url)!r}: {reason}. Check that the database "
         "server is running and reachable, and the URL's host, port, user and password"
     )
+
+
+@contextlib.contextmanager
+def opened(url: str):
+    """``open_storage`` for the length of a ``with`` block; its connections are closed after
+    (a PostgreSQL connection left to the garbage collector is a ResourceWarning)."""
+    storage = open_storage(url)
+    try:
+        yield storage
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()

@@ -24,7 +24,7 @@ from mnistlab.config import Config
 from mnistlab.tune import folder as files
 from mnistlab.tune.errors import TuneError
 from mnistlab.tune.space import load_space
-from mnistlab.tune.storage import check_url, default_url, open_storage, redact
+from mnistlab.tune.storage import check_url, default_url, opened, redact
 from mnistlab.tune.worker import Job, Tickets, run_worker
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -68,10 +68,13 @@ def prepare_study(url: str, name: str, base: Config, space_text: str) -> int:
         TuneError: the study exists with another base configuration or search space.
         StorageError: the storage cannot be opened.
     """
+    with opened(url) as storage:
+        return _prepare(storage, url, name, _attrs_for(base, space_text))
+
+
+def _prepare(storage, url: str, name: str, want: dict) -> int:
     import optuna
 
-    storage = open_storage(url)
-    want = _attrs_for(base, space_text)
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
         for key, value in want.items():
@@ -303,9 +306,17 @@ def tune(
 def _finish(url, name, folder, space_text, existing, interrupted, *, retrain, workers, threads,
             out, dataset, command, progress) -> TuneResult:
     """Write the study folder; retrain the best unless stopped by a signal."""
+    with opened(url) as storage:
+        return _finish_study(storage, url, name, folder, space_text, existing, interrupted,
+                             retrain=retrain, workers=workers, threads=threads, out=out,
+                             dataset=dataset, command=command, progress=progress)
+
+
+def _finish_study(storage, url, name, folder, space_text, existing, interrupted, *, retrain,
+                  workers, threads, out, dataset, command, progress) -> TuneResult:
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    study = optuna.load_study(study_name=name, storage=storage)
     files.write_files(folder, study, space_text)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     retrained = _read_old_summary(folder).get("retrained")

@@ -85,27 +85,34 @@ def run_worker(job: Job, worker: int, tickets: Tickets, stop, report: Callable[[
         TuneError: MAX_FAILURES_IN_A_ROW trials failed in a row (something is wrong with every
             configuration, not with one). StorageError: the storage cannot be reached.
     """
-    import optuna
-
     from mnistlab.config import Config
     from mnistlab.data import load_dataset
-    from mnistlab.tune.algorithms import make_pruner, make_sampler
-    from mnistlab.tune.errors import TuneError
     from mnistlab.tune.objective import Objective
     from mnistlab.tune.space import parse_space
-    from mnistlab.tune.storage import open_storage
+    from mnistlab.tune.storage import opened
     from mnistlab.tune.trainer import split_for
 
     base = Config.model_validate(job.base)
     space = parse_space(job.space_text, base, job.space_source)
     ds = load_dataset(base.data.dataset, path=base.data.path, mirrors=base.data.mirrors)
     objective = Objective(space, base, split_for(base, ds))
-    storage = open_storage(job.storage)
+    with opened(job.storage) as storage:
+        _trials(job, worker, tickets, stop, report, objective, storage, base.seed, space.settings)
+
+
+def _trials(job: Job, worker: int, tickets: Tickets, stop, report, objective, storage, seed: int,
+            settings) -> None:
+    """The worker's loop over trials (see ``run_worker``)."""
+    import optuna
+
+    from mnistlab.tune.algorithms import make_pruner, make_sampler
+    from mnistlab.tune.errors import TuneError
+
     existing = len(storage.get_all_trials(storage.get_study_id_from_name(job.study),
                                           deepcopy=False))
     study = optuna.load_study(
-        study_name=job.study, storage=storage, pruner=make_pruner(space.settings),
-        sampler=make_sampler(space.settings, sampler_seed(base.seed, worker, existing)))
+        study_name=job.study, storage=storage, pruner=make_pruner(settings),
+        sampler=make_sampler(settings, sampler_seed(seed, worker, existing)))
     failures: list[str] = []
 
     def finished(_study, trial) -> None:
