@@ -63,6 +63,19 @@ def check_url(url: str) -> str:
     return scheme
 
 
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1 and psycopg2 to 2.0: use whichever
+    of the two is installed, so the bare URL works with either."""
+    import importlib.util
+
+    if not url.startswith("postgresql://"):
+        return url
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://"):]
+    return url
+
+
 def open_storage(url: str):
     """Connect to the study storage (creating Optuna's tables on first use).
 
@@ -76,6 +89,7 @@ def open_storage(url: str):
     import sqlalchemy.exc
 
     scheme = check_url(url)
+    url = _with_installed_driver(url)
     kwargs: dict = {}
     if scheme == "sqlite":
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
