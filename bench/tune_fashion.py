@@ -9,7 +9,7 @@ rate, momentum, batch size, 10-50 epochs; median pruning; TPE seeded with 111) t
 then prints the wall time of the search, the wall time of the whole command (search + retraining the
 best) and the retrained run's test accuracy. The tutorial preset gets about 0.847 on this data.
 
-Run:  .venv/bin/python bench/tune_fashion.py [--trials 60] [--workers 2] [--out /tmp/tune-bench]
+Run:  .venv/bin/python bench/tune_fashion.py [--trials 60] [--workers 2] [--timeout S] [--out DIR]
 """
 
 import argparse
@@ -23,6 +23,7 @@ def main():
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="/tmp/tune-bench")
+    ap.add_argument("--timeout", type=float, help="start no new trial after S seconds")
     args = ap.parse_args()
 
     from mnistlab.config import load_config
@@ -44,6 +45,7 @@ def main():
 
     t0 = time.perf_counter()
     result = tune(cfg, trials=args.trials, workers=args.workers, study=name, out=args.out,
+                  timeout=args.timeout,
                   dataset=ds, progress=progress, command=["bench/tune_fashion.py"])
     total = time.perf_counter() - t0
     s = result.summary
@@ -52,7 +54,8 @@ def main():
         return
     print(json.dumps({k: s[k] for k in ("trials", "best", "retrained", "workers",
                                         "threads_per_worker")}, indent=2))
-    print(f"search wall time: {times.get('search', total):.0f} s for {args.trials} trials on "
+    done = sum(s["trials"].values())
+    print(f"search wall time: {times.get('search', total):.0f} s for {done} trials on "
           f"{args.workers} worker(s); with retraining the best: {total:.0f} s")
     print(f"retrained test accuracy: {s['retrained']['test_accuracy']:.4f} "
           f"(study folder {Path(result.folder)})")
