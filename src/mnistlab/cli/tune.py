@@ -71,7 +71,7 @@ def tune_cmd(preset, space, trials, timeout, workers, storage, study, dataset, d
 def _summary(result) -> None:
     s = result.summary
     counts = ", ".join(f"{n} {state}" for state, n in s["trials"].items())
-    click.echo(f"Study {s['study']}: {counts} ({result.ran} this time; {s['workers']} worker(s), "
+    click.echo(f"Study {s['study']}: {counts} ({result.ran} new; {s['workers']} worker(s), "
                f"{s['threads_per_worker']} thread(s) each).")
     if s["best"]:
         click.echo(f"Best trial {s['best']['number']}: validation accuracy "
