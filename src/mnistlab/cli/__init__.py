@@ -58,9 +58,9 @@ def cli(ctx, debug):
 
 
 def _register():
-    from mnistlab.cli import data, export, predict, report, runs, serve, train
+    from mnistlab.cli import data, export, predict, report, runs, serve, train, tune
 
-    for module in (data, train, runs, predict, report, export, serve):
+    for module in (data, train, runs, predict, report, export, serve, tune):
         for command in module.COMMANDS:
             cli.add_command(command)
 

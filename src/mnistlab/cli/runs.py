@@ -31,11 +31,17 @@ def evaluate_cmd(run, model_path, dataset, data_path, as_json):
 def runs_cmd(root):
     """List runs under ROOT (default ./runs) with dataset, preset, epochs and test accuracy."""
     from mnistlab.runs import list_runs
+    from mnistlab.tune.folder import list_studies
 
-    runs = list_runs(root)
-    if not runs:
+    runs, studies = list_runs(root), list_studies(root)
+    if not runs and not studies:
         click.echo(f"No runs under {root}. Start one with `mnistlab train`.")
         return
+    for path, s in studies:  # `mnistlab tune` studies: runs/tune-<study>/tune.json
+        best = f"best val acc {s['best']['val_accuracy']:.4f}" if s.get("best") else "no best yet"
+        test = (s.get("retrained") or {}).get("test_accuracy")
+        click.echo(f"{path.name:<52} study, {sum(s.get('trials', {}).values())} trials, {best}"
+                   + ("" if test is None else f", retrained test acc {test:.4f}"))
     click.echo(f"{'run':<52} {'dataset':<14} {'preset':<9} {'epochs':>6} {'status':<11} {'test acc':>8}")
     for r in runs:
         m = r.manifest

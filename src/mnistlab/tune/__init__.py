@@ -1,0 +1,1 @@
+"""``mnistlab tune``: hyper-parameter search on Optuna (see ``mnistlab.tune.study``)."""
