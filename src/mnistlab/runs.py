@@ -20,6 +20,7 @@ from mnistlab.files import write_json
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
+PREDICTOR_FILE = "predictor.npz"  # the numpy predictor, when training could verify one
 
 
 def utc_now() -> str:
@@ -142,6 +143,18 @@ class Run:
 
         expected = self.manifest.get("files", {}).get(name)
         return load_model_file(self.path / name, expected_sha256=expected)
+
+    def check_files(self, *names: str) -> None:
+        """Raise ``RunError`` naming every file the manifest lists (or ``names`` asks for) that
+        is not in the run directory. Cheap (no file is read), so commands call it first.
+        """
+        wanted = [*self.manifest.get("files", {}), *names]
+        missing = [n for n in dict.fromkeys(wanted) if not (self.path / n).is_file()]
+        if missing:
+            raise RunError(
+                f"run {self.path} lacks {', '.join(missing)}, which it should hold; the directory "
+                "was changed after training. Restore the files or train again"
+            )
 
     def update(self, durable: bool = True, **fields) -> None:
         """Merge ``fields`` into the manifest and rewrite it atomically."""
