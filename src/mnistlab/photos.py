@@ -70,7 +70,8 @@ def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
     Raises:
         ConfigError: ``indices`` with ``model_path``, or nothing to predict.
         RunError, ModelError: the run or model file cannot be used. ImageError: an index is
-            outside the test set.
+            outside the test set, or an input path does not exist (both checked before a model
+            is loaded).
     """
     from mnistlab.inference import Predictor
 
