@@ -13,10 +13,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mnistlab.config import Config, load_config
 from mnistlab.errors import RunError
 from mnistlab.files import write_json
+
+if TYPE_CHECKING:
+    from mnistlab.config import Config
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
@@ -86,6 +89,8 @@ class Run:
 
     @property
     def config(self) -> Config:
+        from mnistlab.config import load_config  # pydantic models: not needed to predict
+
         return load_config(file=self.path / "config.toml")
 
     @property
