@@ -180,11 +180,14 @@ class Predictor:
         Args:
             run: a ``mnistlab.runs.Run`` or its directory (opened once, not again).
             model: the run's Keras model if the caller has loaded it already (it is not read
-                twice); by default it is loaded with its sha256 checked.
+                twice). By default the run's ``predictor.npz`` is used when its manifest lists
+                one (written and checked against Keras at training; numpy only, Keras is not
+                imported), else ``model.keras`` is loaded; either with its sha256 checked.
 
         Raises:
             RunError: the run directory is missing or incomplete.
-            ModelError: the model is refused (see ``from_model``).
+            ModelError: the model is refused (see ``from_model``), or ``predictor.npz`` is
+                missing or does not match its sha256 (refused, not skipped for model.keras).
         """
         from mnistlab.runs import PREDICTOR_FILE, as_run
 
