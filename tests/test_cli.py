@@ -96,12 +96,19 @@ def test_end_to_end_real_cli(tmp_path):
     assert again["test_accuracy"] == recorded["test_accuracy"]
     assert again["test_loss"] == recorded["test_loss"]
     assert again["confusion_matrix"] == recorded["confusion_matrix"]
-    # Exit code 1 after JAX loaded (the process ends without interpreter teardown): the code and
-    # the whole table still arrive.
-    bad = subprocess.run([str(exe), "predict", str(run), str(tmp_path / "missing.png")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    # Exit code 1 after JAX loaded (--model loads Keras; the process ends without interpreter
+    # teardown): the code and the whole table still arrive.
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    bad = subprocess.run([str(exe), "predict", str(tmp_path / "broken.png"), "--model",
+                          str(run / "model.keras")], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert bad.returncode == 1, bad.stderr
-    assert "missing.png" in bad.stdout and "ERROR: cannot read image" in bad.stdout
+    assert "broken.png" in bad.stdout and "ERROR: " in bad.stdout
+    # A missing file is a usage error, reported before any model is loaded.
+    missing = subprocess.run([str(exe), "predict", str(run), str(tmp_path / "missing.png")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 1 and "Error: no such file or folder" in missing.stderr
+    assert "missing.png" in missing.stderr
     ls = subprocess.run([str(exe), "runs", str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.name in ls.stdout and "complete" in ls.stdout
     py = subprocess.run([sys.executable, "-m", "mnistlab", "--version"], capture_output=True, text=True)

@@ -9,7 +9,10 @@ from mnistlab.photos import plan_prediction
 from mnistlab.runs import load_run
 
 
-def test_run_directory_with_indices_and_files(digits_run):
+def test_run_directory_with_indices_and_files(digits_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the inputs must exist: missing paths are refused up front
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
     plan = plan_prediction([digits_run.path, "a.png", "folder"], indices=[3, 0])
     stored = load_npz(digits_run.path / "predictions.npz")
     assert [(i, true) for i, true, _ in plan.tests] == [(3, int(stored["labels"][3])),
@@ -27,7 +30,10 @@ def test_an_open_run_is_used_as_is(digits_run):
     assert plan.tests[0][0] == 1 and plan.files == []
 
 
-def test_model_file_takes_every_argument_as_an_image(digits_run):
+def test_model_file_takes_every_argument_as_an_image(digits_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("one.png", "two.png"):
+        (tmp_path / name).write_bytes(b"")
     plan = plan_prediction(["one.png", "two.png"], model_path=digits_run.path / "model.keras")
     assert plan.files == ["one.png", "two.png"] and plan.tests == []
     assert plan.predictor.class_names == tuple(str(i) for i in range(10))

@@ -15,7 +15,7 @@ from mnistlab.training import compare_weights, rerun
 RUN_FILES = [
     "config.toml", "manifest.json", "split.npz", "samples.npz", "history.csv", "metrics.json",
     "classification_report.txt", "summary.txt", "model.keras", "model.h5", "architecture.json",
-    "architecture.yaml", "predictions.npz",
+    "architecture.yaml", "predictions.npz", "predictor.npz",
 ]
 
 
@@ -26,7 +26,7 @@ def test_run_directory_is_complete_and_valid(digits_run):
     assert m["status"] == "complete" and m["epochs_done"] == 2 and m["seed"] == 111
     assert m["dataset"]["name"] == "digits" and m["dataset"]["image_shape"] == [8, 8]
     assert m["backend"] == "jax" and m["versions"]["keras"] and m["finished"]
-    assert set(m["files"]) == {"model.keras", "model.h5"}
+    assert set(m["files"]) == {"model.keras", "model.h5", "predictor.npz"}
     # the tutorial's plain SGD trains on one of fit_fast's SGD paths, and the run says which
     assert m["engine"]["path"] in ("compiled", "numpy") and len(m["engine"]["threads_used"]) == 2
     split = load_npz(digits_run.path / "split.npz")

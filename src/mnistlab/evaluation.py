@@ -99,25 +99,28 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
         RunError, ModelError, DataError: with the fix in the message.
     """
     from mnistlab.data import load_dataset
-    from mnistlab.errors import ConfigError
+    from mnistlab.errors import ConfigError, ModelError
     from mnistlab.modelfile import load_model_file
     from mnistlab.runs import as_run
 
-    cfg = None
+    # Arguments first, then the data (numpy), then the model (Keras: seconds to import).
+    r = cfg = None
     if run is not None:
         r = as_run(run)
         cfg = r.config
-        model = load_model_file(model_path) if model_path else r.load_model()
-    elif model_path is not None:
-        model = load_model_file(model_path)
-    else:
+        if not model_path:
+            r.check_files()
+    elif model_path is None:
         raise ConfigError("give a run directory or --model PATH to evaluate")
+    if model_path and not Path(model_path).is_file():
+        raise ModelError(f"model file not found: {model_path}. Pass the path of a .keras or .h5 file")
     if dataset is None and data_path is None:
         if cfg is None:
             raise ConfigError("evaluating a model file needs --dataset NAME or --data PATH")
         dataset, data_path = cfg.data.dataset, cfg.data.path
     mirrors = cfg.data.mirrors if cfg else ()
     ds = load_dataset(dataset or "mnist", path=data_path, mirrors=mirrors)
+    model = load_model_file(model_path) if model_path else r.load_model()
     check_model_fits(model, ds.image_shape, ds.num_classes)
     metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     return metrics, text

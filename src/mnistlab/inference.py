@@ -24,6 +24,7 @@ Which inputs are preprocessed:
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ from mnistlab.engine.forward import Network
 from mnistlab.engine.plan import prediction_plan
 from mnistlab.errors import ImageError, ModelError
 from mnistlab.preprocess import Preprocessed, PreprocessParams, preprocess_image, scale_to_255
+
+VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5  # numpy forward pass against Keras: float32 rounding only
+VERIFY_IMAGES = 500  # test images a saved predictor is checked on at training time
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,19 @@ class Predictor:
                 "the model must end in a softmax (its outputs are reported as probabilities); "
                 f"its last layer is {type(model.layers[-1]).__name__} {model.layers[-1].name!r}"
             )
-        network = Network(steps, side * side)
-        out_dim = network.output_dim
+        predictor = cls._assemble(Network(steps, side * side), preprocess_params, class_names)
+        if verify:
+            predictor._verify(model, input_shape)
+        return predictor
+
+    @classmethod
+    def _assemble(cls, network: Network, preprocess_params, class_names) -> Predictor:
+        """A predictor over ``network`` once its class names and image size fit it."""
+        out_dim, side = network.output_dim, math.isqrt(network.input_dim)
+        if side * side != network.input_dim:
+            raise ModelError(
+                f"the network takes {network.input_dim} inputs, not a square image's S*S"
+            )
         if class_names is None:
             class_names = [str(i) for i in range(out_dim)]
         if len(class_names) != out_dim:
@@ -129,10 +144,34 @@ class Predictor:
                 f"preprocessing makes {params.size}x{params.size} images but the model takes "
                 f"{side}x{side}; set size={side} in the preprocess parameters"
             )
-        predictor = cls(network, class_names, params)
-        if verify:
-            predictor._verify(model, input_shape)
-        return predictor
+        return cls(network, class_names, params)
+
+    @classmethod
+    def from_file(cls, path, preprocess_params: PreprocessParams | None = None,
+                  class_names=None) -> Predictor:
+        """A predictor from a ``predictor.npz`` written by ``save`` (numpy only, no Keras).
+
+        Args:
+            path: the ``.npz`` file (read with ``allow_pickle=False``).
+            preprocess_params, class_names: as ``from_model``.
+
+        Raises:
+            ModelError: the file is missing, unreadable or not a saved predictor.
+        """
+        from mnistlab.files import load_npz
+
+        try:
+            arrays = load_npz(path)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ModelError(f"cannot read the saved predictor {path}: {e}") from None
+        return cls._assemble(Network.from_arrays(arrays), preprocess_params, class_names)
+
+    def save(self, path) -> None:
+        """Write the network's arrays (``Network.to_arrays``) to ``path`` as an ``.npz``,
+        atomically. The class names and preprocessing are not in it: a run records them."""
+        from mnistlab.files import save_npz
+
+        save_npz(path, compress=False, **self.network.to_arrays())
 
     @classmethod
     def from_run(cls, run, model=None) -> Predictor:
@@ -141,17 +180,48 @@ class Predictor:
         Args:
             run: a ``mnistlab.runs.Run`` or its directory (opened once, not again).
             model: the run's Keras model if the caller has loaded it already (it is not read
-                twice); by default it is loaded with its sha256 checked.
+                twice). By default the run's ``predictor.npz`` is used when its manifest lists
+                one (written and checked against Keras at training; numpy only, Keras is not
+                imported), else ``model.keras`` is loaded; either with its sha256 checked.
 
         Raises:
             RunError: the run directory is missing or incomplete.
-            ModelError: the model is refused (see ``from_model``).
+            ModelError: the model is refused (see ``from_model``), or ``predictor.npz`` is
+                missing or does not match its sha256 (refused, not skipped for model.keras).
         """
-        from mnistlab.runs import as_run
+        from mnistlab.runs import PREDICTOR_FILE, as_run
 
         run = as_run(run)
+        if model is None and PREDICTOR_FILE in run.manifest.get("files", {}):
+            return cls._from_run_file(run)
         return cls.from_model(run.load_model() if model is None else model,
                               preprocess_params=run.preprocess_params, class_names=run.class_names)
+
+    @classmethod
+    def _from_run_file(cls, run) -> Predictor:
+        """The run's ``predictor.npz`` after checking its sha256 against the manifest.
+
+        A file that does not match is refused rather than skipped for ``model.keras``: the run
+        directory was changed after training, and which of its files to trust is the user's call.
+        """
+        from mnistlab.files import sha256_file
+        from mnistlab.runs import PREDICTOR_FILE
+
+        path = run.file(PREDICTOR_FILE)
+        expected = run.manifest["files"][PREDICTOR_FILE]
+        fix = (f"predict with the Keras model instead (--model {run.file('model.keras')}), or "
+               f"delete {PREDICTOR_FILE} and its entry under \"files\" in manifest.json")
+        try:
+            actual = sha256_file(path)
+        except OSError as e:
+            raise ModelError(f"cannot read {path} ({e.strerror or e}), which the run's manifest "
+                             f"lists; {fix}") from None
+        if actual != expected:
+            raise ModelError(
+                f"{path} does not match the sha256 recorded in the run's manifest (expected "
+                f"{expected[:16]}…, found {actual[:16]}…): the file was modified or damaged; {fix}"
+            )
+        return cls.from_file(path, run.preprocess_params, run.class_names)
 
     def _verify(self, model, input_shape) -> None:
         rng = np.random.default_rng(0)
@@ -161,7 +231,7 @@ class Predictor:
         except Exception as e:  # noqa: BLE001 - any failure here means we cannot vouch for it
             raise ModelError(f"the model cannot be run on a test batch: {e}") from e
         got = self.predict_proba(x.reshape(len(x), -1))
-        if expected.shape != got.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        if expected.shape != got.shape or not np.allclose(got, expected, VERIFY_RTOL, VERIFY_ATOL):
             diff = float(np.max(np.abs(got - expected))) if expected.shape == got.shape else "n/a"
             raise ModelError(
                 "the numpy forward pass does not match the Keras model (is it a plain chain of "
@@ -368,3 +438,46 @@ def _to_unit(flat: np.ndarray) -> np.ndarray:
     if _is_unit(flat):
         return flat.astype(np.float32)
     return scale_to_255(flat) / np.float32(255.0)
+
+
+# Saved with a run ---------------------------------------------------------------------------------
+
+
+def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
+                 preprocess_params: PreprocessParams | None = None, class_names=None) -> dict:
+    """Write ``model``'s numpy predictor to ``path`` if it can serve the model and, read back
+    from the file, reproduces the model's probabilities.
+
+    Args:
+        model: the trained Keras model.
+        path: where to write the ``.npz`` (atomically).
+        images: uint8 ``(N, S, S)`` test images, 0-255; the first ``VERIFY_IMAGES`` are checked.
+        expected: float32 ``(N, C)``, the Keras model's probabilities for ``images``.
+        preprocess_params, class_names: as ``Predictor.from_model``.
+
+    Returns:
+        The record for the run's manifest: ``{"file": name, "sha256", "checked_images",
+        "max_abs_diff", "rtol", "atol"}``, or ``{"file": None, "reason": why}`` when no file was
+        kept (a model the predictor cannot run, e.g. a convnet, or a mismatch).
+    """
+    from pathlib import Path
+
+    from mnistlab.files import sha256_file
+
+    path = Path(path)
+    try:
+        built = Predictor.from_model(model, preprocess_params, class_names)
+    except ModelError as e:
+        return {"file": None, "reason": str(e)}
+    built.save(path)
+    n = min(len(images), VERIFY_IMAGES)
+    got = Predictor.from_file(path, preprocess_params, class_names).predict_proba(images[:n])
+    want = np.asarray(expected[:n], np.float32)
+    same = got.shape == want.shape and np.allclose(got, want, VERIFY_RTOL, VERIFY_ATOL)
+    diff = float(np.max(np.abs(got - want), initial=0.0)) if got.shape == want.shape else None
+    if not same:
+        path.unlink(missing_ok=True)
+        return {"file": None, "reason": f"the saved predictor differs from the Keras model on "
+                f"{n} test images (max abs difference {diff}, shapes {got.shape}, {want.shape})"}
+    return {"file": path.name, "sha256": sha256_file(path), "checked_images": n,
+            "max_abs_diff": diff, "rtol": VERIFY_RTOL, "atol": VERIFY_ATOL}

@@ -13,7 +13,7 @@ import numpy as np
 
 from mnistlab.errors import ConfigError, ImageError
 from mnistlab.files import load_npz
-from mnistlab.runs import as_run
+from mnistlab.runs import MODEL_FILE, as_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -70,7 +70,8 @@ def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
     Raises:
         ConfigError: ``indices`` with ``model_path``, or nothing to predict.
         RunError, ModelError: the run or model file cannot be used. ImageError: an index is
-            outside the test set.
+            outside the test set, or an input path does not exist (both checked before a model
+            is loaded).
     """
     from mnistlab.inference import Predictor
 
@@ -83,13 +84,28 @@ def plan_prediction(args, *, indices=(), model_path=None) -> PredictionPlan:
         )
     if not indices and not files:
         raise ConfigError("nothing to predict: give --index N or one or more IMAGE files/folders")
+    check_inputs(files)  # arguments first: nothing is loaded for a mistyped path
     if model_path:
         from mnistlab.modelfile import load_model_file
 
         return PredictionPlan(Predictor.from_model(load_model_file(model_path)), [], files)
     run = as_run(args[0])
-    predictor = Predictor.from_run(run)
-    return PredictionPlan(predictor, pick_test_images(run, indices) if indices else [], files)
+    run.check_files(MODEL_FILE)
+    tests = pick_test_images(run, indices) if indices else []
+    return PredictionPlan(Predictor.from_run(run), tests, files)
+
+
+def check_inputs(inputs) -> None:
+    """Raise ``ImageError`` naming every input path that does not exist (checked before a model
+    is loaded). Unreadable files are not checked here: ``predict_files`` reports them in place."""
+    from mnistlab.errors import shorten
+
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:
+        raise ImageError(
+            f"no such file or folder: {', '.join(shorten(m) for m in missing)}. Check the "
+            f"path{'s' if len(missing) > 1 else ''}; nothing was predicted"
+        )
 
 
 def expand_inputs(inputs) -> list[Path]:

@@ -13,13 +13,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mnistlab.config import Config, load_config
 from mnistlab.errors import RunError
 from mnistlab.files import write_json
 
+if TYPE_CHECKING:
+    from mnistlab.config import Config
+
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
+PREDICTOR_FILE = "predictor.npz"  # the numpy predictor, when training could verify one
 
 
 def utc_now() -> str:
@@ -85,6 +89,8 @@ class Run:
 
     @property
     def config(self) -> Config:
+        from mnistlab.config import load_config  # pydantic models: not needed to predict
+
         return load_config(file=self.path / "config.toml")
 
     @property
@@ -142,6 +148,18 @@ class Run:
 
         expected = self.manifest.get("files", {}).get(name)
         return load_model_file(self.path / name, expected_sha256=expected)
+
+    def check_files(self, *names: str) -> None:
+        """Raise ``RunError`` naming every file the manifest lists (or ``names`` asks for) that
+        is not in the run directory. Cheap (no file is read), so commands call it first.
+        """
+        wanted = [*self.manifest.get("files", {}), *names]
+        missing = [n for n in dict.fromkeys(wanted) if not (self.path / n).is_file()]
+        if missing:
+            raise RunError(
+                f"run {self.path} lacks {', '.join(missing)}, which it should hold; the directory "
+                "was changed after training. Restore the files or train again"
+            )
 
     def update(self, durable: bool = True, **fields) -> None:
         """Merge ``fields`` into the manifest and rewrite it atomically."""

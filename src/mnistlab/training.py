@@ -33,7 +33,7 @@ from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_jso
 from mnistlab.health import check_learning
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runlock import RunGuard
-from mnistlab.runs import Run, create_run_dir, history_csv, utc_now
+from mnistlab.runs import PREDICTOR_FILE, Run, create_run_dir, history_csv, utc_now
 
 Progress = Callable[[int, int, dict], None]
 
@@ -415,6 +415,7 @@ def _fast(config: Config) -> bool:
 def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
     """Evaluate on the test set, save the model files and mark the run complete."""
     from mnistlab.evaluation import evaluate_model
+    from mnistlab.inference import save_checked
 
     metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     metrics["learning"] = check_learning(rows, y_val, ds.num_classes, config.train.learning_rate)
@@ -423,10 +424,14 @@ def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Confi
     save_npz(run.file("predictions.npz"), probabilities=probs, labels=ds.y_test,
              predicted=probs.argmax(axis=1).astype(np.int64), images=ds.x_test)
     files = _save_model_files(run, model)
+    predictor = save_checked(model, run.file(PREDICTOR_FILE), ds.x_test, probs,
+                             preprocess_params=run.preprocess_params, class_names=ds.class_names)
+    if predictor["file"]:
+        files[PREDICTOR_FILE] = predictor.pop("sha256")
     elapsed = time.time() - started + float(run.manifest.get("duration_s") or 0.0)
     run.update(status="complete", finished=utc_now(), duration_s=round(elapsed, 3), files=files,
                test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"],
-               learning=metrics["learning"])
+               learning=metrics["learning"], predictor=predictor)
 
 
 def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end,

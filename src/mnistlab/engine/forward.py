@@ -28,7 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mnistlab.engine.kernels import ACTIVATIONS as COMPILED_ACTIVATIONS
-from mnistlab.engine.plan import Activation, Dense, Normalize, to_numpy
+from mnistlab.engine.plan import (
+    Activation,
+    Dense,
+    Normalize,
+    plan_from_arrays,
+    plan_to_arrays,
+    to_numpy,
+)
 from mnistlab.errors import ModelError
 
 CHUNK = 512  # rows converted and multiplied at a time (measured best of 128-1024)
@@ -131,6 +138,21 @@ class Network:
             s.activation in COMPILED_ACTIVATIONS for s in dense[:-1]
         )
         self.compiled = None if plain else False  # built at the first big batch; False: never
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The network as plain arrays (``engine.plan.plan_to_arrays`` plus ``input_dim``)."""
+        return {**plan_to_arrays(self.steps), "input_dim": np.array(self.input_dim, np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Network:
+        """The network ``to_arrays`` wrote (``arrays``: a mapping such as an NpzFile).
+
+        Raises:
+            ModelError: a malformed plan, an unknown activation, shapes that do not chain.
+        """
+        if "input_dim" not in arrays:
+            raise ModelError("the saved network has no input_dim; it is incomplete")
+        return cls(plan_from_arrays(arrays), int(arrays["input_dim"]))
 
     def predict(self, x: np.ndarray, from_255: bool) -> np.ndarray:
         """Probabilities float32 ``(N, C)`` of rows ``x`` ``(N, D)`` (uint8 or floats);

@@ -257,3 +257,55 @@ def _check_trainable(layer) -> None:
             f"fit_fast trains float32, trainable Dense layers; layer {layer.name!r} has "
             f"trainable={layer.trainable}, dtype={layer.kernel.dtype}. Use loop='fit'"
         )
+
+
+# --------------------------------------------------------------------------- arrays
+def plan_to_arrays(steps) -> dict[str, np.ndarray]:
+    """A prediction plan as plain arrays for ``np.savez`` (strings as unicode arrays, no pickles).
+
+    Args:
+        steps: ``Dense``, ``Normalize`` and ``Activation`` steps whose weights are numpy arrays
+            (``engine.forward.Network.steps``).
+
+    Returns:
+        ``kinds``, ``names``, ``activations`` (one per step; ``""`` for a normalisation), and per
+        step ``i``: ``kernel_i`` float32 ``(in, out)`` and ``bias_i`` ``(out,)`` (absent when the
+        layer has no bias) for a Dense, ``scale_i`` and ``shift_i`` ``(d,)`` for a Normalize.
+    """
+    arrays = {
+        "kinds": np.array([s.kind for s in steps], dtype=str),
+        "names": np.array([s.name for s in steps], dtype=str),
+        "activations": np.array([getattr(s, "activation", "") for s in steps], dtype=str),
+    }
+    for i, s in enumerate(steps):
+        if isinstance(s, Dense):
+            arrays[f"kernel_{i}"] = np.asarray(s.kernel, np.float32)
+            if s.bias is not None:
+                arrays[f"bias_{i}"] = np.asarray(s.bias, np.float32)
+        elif isinstance(s, Normalize):
+            arrays[f"scale_{i}"], arrays[f"shift_{i}"] = s.scale, s.shift
+    return arrays
+
+
+def plan_from_arrays(arrays) -> list:
+    """The steps ``plan_to_arrays`` wrote, read back (``arrays``: a mapping such as an NpzFile).
+
+    Raises:
+        ModelError: an unknown step kind or a missing array.
+    """
+    try:
+        kinds, names, acts = (list(map(str, arrays[k])) for k in ("kinds", "names", "activations"))
+        steps = []
+        for i, (kind, name, act) in enumerate(zip(kinds, names, acts, strict=True)):
+            if kind == "Dense":
+                bias = arrays.get(f"bias_{i}")
+                steps.append(Dense(name, arrays[f"kernel_{i}"], bias, act, act))
+            elif kind == "BatchNormalization":
+                steps.append(Normalize(name, arrays[f"scale_{i}"], arrays[f"shift_{i}"]))
+            elif kind in ("Activation", "Softmax", "ReLU"):
+                steps.append(Activation(name, kind, act, act))
+            else:
+                raise ModelError(f"unknown step kind {kind!r} (step {i}, {name!r})")
+    except (KeyError, ValueError) as e:
+        raise ModelError(f"the saved plan is incomplete or malformed: {e}") from None
+    return steps
