@@ -18,7 +18,7 @@ gradients of a batch are summed chunk by chunk in a fixed order, so the result d
 the thread count either.
 
 The arithmetic runs in numba-compiled kernels (``mnistlab.engine.conv_kernels``): im2col plus one
-OpenBLAS sgemm per chunk of 16 images, on two worker threads. The first call in a new checkout
+OpenBLAS sgemm per chunk of 8 images, on two worker threads. The first call in a new checkout
 compiles them (~1 minute; logged once on ``logging.getLogger("mnistlab.engine")`` at INFO) and
 caches the machine code.
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mnistlab.errors import ModelError
 
-CHUNK = 16  # rows per chunk of a batch; fixed, so results never depend on the thread count
+CHUNK = 8  # rows per chunk of a batch (its im2col fits in L2); fixed, so results never depend on the thread count
 
 
 @dataclass
@@ -122,8 +122,15 @@ def _layout(plan: ConvPlan, chunk: int) -> tuple[np.ndarray, int, int]:
         # producing layer need not mask its gradient again
         nxt = plan.specs[j + 1] if j + 1 < len(plan.specs) else None
         r[K.RELU_DONE] = int(nxt is not None and nxt.kind == K.POOL and s.act == K.RELU)
+        # a conv (or dense) straight into a pool leaves its bias and activation to the pool:
+        # one pass less over its big output
+        r[K.FUSED] = int(nxt is not None and nxt.kind == K.POOL and nxt.rate == 0)
         if s.kind == K.POOL:
             r[K.RELU_DONE] = int(j > 0 and plan.specs[j - 1].act == K.RELU)
+            if j > 0 and rows[-1][K.FUSED]:
+                r[K.BOFF], r[K.ACT] = rows[-1][K.BOFF], rows[-1][K.ACT]
+            else:
+                r[K.BOFF], r[K.ACT] = -1, K.LINEAR
         rows.append(r)
         prev_out, prev_dout = r[K.OUT], r[K.DOUT]
     layout = np.stack(rows)
