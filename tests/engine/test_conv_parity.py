@@ -55,12 +55,14 @@ def scaled(x):
 @pytest.mark.parametrize(
     ("make_opt", "rtol_loss", "atol_w"),
     [
-        (lambda: keras.optimizers.SGD(0.05, momentum=0.9), 1e-5, 2e-6),
-        (lambda: keras.optimizers.Adam(1e-3), 1e-5, 2e-5),
+        (lambda: keras.optimizers.SGD(0.05, momentum=0.9), 1e-6, 3e-7),
+        (lambda: keras.optimizers.Adam(1e-3), 1e-6, 4e-6),
     ],
     ids=["sgd-momentum", "adam"],
 )
 def test_one_epoch_matches_model_fit(digits, make_opt, rtol_loss, atol_w):
+    # measured: loss within 1e-7 (relative), weights within 3e-8 (SGD) / 4e-7 (Adam) after
+    # 5 steps that moved them by up to 2e-2 / 5e-3; the bounds leave a 10x margin
     x, y = digits
     ref = convnet(dropout=0)
     ours = twin(ref)
@@ -102,7 +104,7 @@ def test_forward_matches_predict(digits, padding):
     want = model.predict(scaled(x), verbose=0)
     got = conv_forward(model, x)
     assert got.dtype == np.float32 and got.shape == (len(x), 10)
-    np.testing.assert_allclose(got, want, atol=2e-6)
+    np.testing.assert_allclose(got, want, atol=5e-7)
     np.testing.assert_array_equal(conv_forward(model, x[:1]), got[:1])  # one image alone
 
 

@@ -324,7 +324,6 @@ def backward_chunk(r0, n, params, layout, keep, mask, s, si, grad):
     for j in range(layout.shape[0] - 1, -1, -1):
         ly = layout[j]
         h, w, ci, ho, wo, co = ly[H], ly[W], ly[CI], ly[HO], ly[WO], ly[CO]
-        a = s[ly[IN] : ly[IN] + n * h * w * ci]
         dout = s[ly[DOUT] : ly[DOUT] + n * ho * wo * co]
         has_din = ly[DIN] >= 0
         da = s[ly[DIN] : ly[DIN] + n * h * w * ci] if has_din else s[:0]

@@ -64,10 +64,7 @@ class Optim:
         self.adam = kind is keras.optimizers.Adam
         self.lr = np.float32(cfg["learning_rate"])
         self.iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
-        if self.adam:
-            names = ["momentum", "velocity"]
-        else:
-            names = ["momentum"] if cfg["momentum"] else []
+        names = ["momentum", "velocity"] if self.adam else ["momentum"] * bool(cfg["momentum"])
         self.slots = [_slots(optimizer, plan.variables, n) for n in names]
         self.state = [self._flat(s) for s in self.slots]
         if not self.state:
