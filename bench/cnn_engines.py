@@ -9,7 +9,9 @@ and the variants alternate round by round, so a busy machine slows them all alik
 **ratios** of one sitting. A worker trains ``--steps`` batches of 128 twice (the first pass compiles
 and warms up), times the second pass including a validation pass over a proportional slice of the
 6,000 validation images, and extrapolates to a full epoch (x 422 / steps). Printed per variant:
-the median extrapolated epoch seconds over the rounds, and the worker's peak RSS.
+the median extrapolated epoch seconds over the rounds (wall clock, and CPU seconds of the whole
+process: on a machine shared with other jobs the CPU seconds move less than the wall clock), and
+the worker's peak RSS.
 
 Run:  PYTHONPATH=src .venv/bin/python bench/cnn_engines.py                  # 2 rounds, 80 steps
       PYTHONPATH=src .venv/bin/python bench/cnn_engines.py --variants engine --predict
@@ -93,9 +95,9 @@ def worker(variant: str, steps: int) -> dict:
         from mnistlab.engine.conv_loop import fit_conv
 
         def run():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fit_conv(model, x, y, xv, yv, epochs=1, batch_size=128, seed=0)
-            return time.perf_counter() - t
+            return time.perf_counter() - t, time.process_time() - c
     else:
         import keras
 
@@ -104,18 +106,18 @@ def worker(variant: str, steps: int) -> dict:
         yo, yvo = keras.utils.to_categorical(y, 10), keras.utils.to_categorical(yv, 10)
 
         def run():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             model.fit(xf, yo, batch_size=128, epochs=1, validation_data=(xvf, yvo), verbose=0)
-            return time.perf_counter() - t
+            return time.perf_counter() - t, time.process_time() - c
 
-    warm = run()
+    warm = run()[0]
     timed = [run() for _ in range(2)]
-    best = statistics.median(timed)
     del np
     return {
         "variant": variant,
         "warmup_s": warm,
-        "epoch_s": best * STEPS_PER_EPOCH / steps,
+        "epoch_s": statistics.median(t[0] for t in timed) * STEPS_PER_EPOCH / steps,
+        "cpu_epoch_s": statistics.median(t[1] for t in timed) * STEPS_PER_EPOCH / steps,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -227,7 +229,9 @@ def main() -> None:
         ok = [x["epoch_s"] for x in rs if "epoch_s" in x]
         if ok:
             rss = max(x["rss_mb"] for x in rs if "rss_mb" in x)
-            print(f"{v:20s} median {statistics.median(ok):6.2f} s/epoch  peak RSS {rss:.0f} MB")
+            cpu = statistics.median(x.get("cpu_epoch_s", float("nan")) for x in rs if "epoch_s" in x)
+            print(f"{v:20s} median {statistics.median(ok):6.2f} s/epoch (wall), {cpu:6.2f} "
+                  f"CPU-s/epoch, peak RSS {rss:.0f} MB")
     if a.predict:
         print("predict:", spawn(["--worker", "predict"], VARIANTS["engine"]))
     if a.accuracy:

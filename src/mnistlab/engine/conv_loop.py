@@ -174,7 +174,7 @@ class _Trainer:
         return loss, correct, steps
 
 
-def _validate(model, x_train, y_train, x_val, y_val, plan: ConvPlan):
+def _validate(x_train, y_train, x_val, y_val, plan: ConvPlan):
     x, scale = _pixels(x_train, plan, "x_train")
     y = _labels(y_train, plan.classes, "y_train")
     if x_val is None or not len(x_val):
@@ -218,7 +218,7 @@ def fit_conv(
     from mnistlab.engine.conv_optim import Optim
 
     plan = read_plan(model)
-    x, scale, y, xv, yv = _validate(model, x_train, y_train, x_val, y_val, plan)
+    x, scale, y, xv, yv = _validate(x_train, y_train, x_val, y_val, plan)
     if batch_size < 1 or epochs < initial_epoch or initial_epoch < 0:
         raise ModelError(
             f"need batch_size >= 1 and 0 <= initial_epoch <= epochs; received "
