@@ -151,6 +151,67 @@ def _col2im(dcols, n, h, w, ci, ho, wo, kh, kw, pt, pl, da):
 
 
 @njit(cache=True)
+def _direct(ly):
+    """Is this a first layer with a small kernel (``kh*kw*ci <= 27``, e.g. 3x3 on one channel),
+    computed directly instead of im2col + sgemm (a K=9 product wastes most of sgemm)?"""
+    return ly[KIND] == CONV and ly[DIN] < 0 and ly[KH] * ly[KW] * ly[CI] <= 27
+
+
+@njit(cache=True)
+def _conv_direct(a, n, h, w, ci, ho, wo, kh, kw, pt, pl, wk, z):
+    """``z`` ``(n*ho*wo, co)`` = the convolution of NHWC ``a`` (flat) with ``wk`` ``(kh*kw*ci,
+    co)``, zero padding; the output channels are the vector lanes."""
+    co = z.shape[1]
+    acc = np.empty(co, np.float32)
+    for i in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                acc[:] = 0
+                for dy in range(kh):
+                    y = oy + dy - pt
+                    if y < 0 or y >= h:
+                        continue
+                    for dx in range(kw):
+                        xx = ox + dx - pl
+                        if xx < 0 or xx >= w:
+                            continue
+                        src = ((i * h + y) * w + xx) * ci
+                        t0 = (dy * kw + dx) * ci
+                        for c in range(ci):
+                            v = a[src + c]
+                            for k in range(co):
+                                acc[k] += v * wk[t0 + c, k]
+                z[(i * ho + oy) * wo + ox] = acc
+
+
+@njit(cache=True)
+def _conv_direct_dw(a, n, h, w, ci, ho, wo, kh, kw, pt, pl, dz, gw):
+    """The kernel gradient ``gw`` ``(kh*kw*ci, co)`` of ``_conv_direct``: sum over output pixels
+    of input patch x output gradient."""
+    co = dz.shape[1]
+    acc = np.zeros(gw.shape, np.float32)
+    for i in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                r = (i * ho + oy) * wo + ox
+                for dy in range(kh):
+                    y = oy + dy - pt
+                    if y < 0 or y >= h:
+                        continue
+                    for dx in range(kw):
+                        xx = ox + dx - pl
+                        if xx < 0 or xx >= w:
+                            continue
+                        src = ((i * h + y) * w + xx) * ci
+                        t0 = (dy * kw + dx) * ci
+                        for c in range(ci):
+                            v = a[src + c]
+                            for k in range(co):
+                                acc[t0 + c, k] += v * dz[r, k]
+    gw[:, :] = acc
+
+
+@njit(cache=True)
 def _bias_act(z, b, act):
     """``z = act(z + b)`` in place, rows of ``z`` ``(R, C)``; softmax per row."""
     rows, cols = z.shape
@@ -244,7 +305,9 @@ def forward_chunk(x, idx, r0, n, scale, params, layout, keep, mask, s, si):
         wk = params[ly[WOFF] : ly[WOFF] + k * co].reshape(k, co)
         b = params[ly[BOFF] : ly[BOFF] + co] if ly[BOFF] >= 0 else params[:0]
         z = out.reshape(n * ho * wo, co)
-        if ly[KIND] == CONV:
+        if _direct(ly):
+            _conv_direct(a, n, h, w, ci, ho, wo, ly[KH], ly[KW], ly[PT], ly[PL], wk, z)
+        elif ly[KIND] == CONV:
             cols = s[ly[AUX] : ly[AUX] + n * ho * wo * k].reshape(n * ho * wo, k)
             _im2col(a, n, h, w, ci, ho, wo, ly[KH], ly[KW], ly[PT], ly[PL], cols)
             _mm(False, False, cols, wk, z)
@@ -282,11 +345,13 @@ def _loss_grad(p, y, idx, r0, inv_n, dz):
 
 @njit(cache=True)
 def _col_sums(z, out):
+    """``out = z.sum(0)``, accumulated in a local array (vector code; ``out`` may alias)."""
     rows, cols = z.shape
-    out[:] = 0
+    acc = np.zeros(cols, np.float32)
     for r in range(rows):
         for c in range(cols):
-            out[c] += z[r, c]
+            acc[c] += z[r, c]
+    out[:] = acc
 
 
 @njit(cache=True)
@@ -336,7 +401,12 @@ def backward_chunk(r0, n, params, layout, keep, mask, s, si, grad):
                 _relu_back(dout, s[ly[OUT] : ly[OUT] + n * ho * wo * co])
             k = ly[KH] * ly[KW] * ci
             dz = dout.reshape(n * ho * wo, co)
-            _mm(True, False, _inputs(s, ly, n, k), dz, grad[ly[WOFF] : ly[WOFF] + k * co].reshape(k, co))
+            gw = grad[ly[WOFF] : ly[WOFF] + k * co].reshape(k, co)
+            if _direct(ly):
+                a = s[ly[IN] : ly[IN] + n * h * w * ci]
+                _conv_direct_dw(a, n, h, w, ci, ho, wo, ly[KH], ly[KW], ly[PT], ly[PL], dz, gw)
+            else:
+                _mm(True, False, _inputs(s, ly, n, k), dz, gw)
             if ly[BOFF] >= 0:
                 _col_sums(dz, grad[ly[BOFF] : ly[BOFF] + co])
             wk = params[ly[WOFF] : ly[WOFF] + k * co].reshape(k, co)

@@ -19,8 +19,8 @@ the thread count either.
 
 The arithmetic runs in numba-compiled kernels (``mnistlab.engine.conv_kernels``): im2col plus one
 OpenBLAS sgemm per chunk of 8 images, on two worker threads. The first call in a new checkout
-compiles them (~1 minute; logged once on ``logging.getLogger("mnistlab.engine")`` at INFO) and
-caches the machine code.
+compiles them (2.5-6 minutes measured on a busy 2-core machine; logged once on
+``logging.getLogger("mnistlab.engine")`` at INFO) and caches the machine code.
 
 Public functions:
 
@@ -229,7 +229,7 @@ def fit_conv(
         raise ModelError("pass optimizer=... or compile the model with one first")
     optim = Optim(optimizer, plan)
     if not K.compiled_before():
-        log.info("compiling the conv engine's kernels (once, about a minute; then cached)")
+        log.info("compiling the conv engine's kernels (once, a few minutes; then cached)")
     trainer = _Trainer(plan, optim, batch_size, threads)
     keras_cbs = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
     plain_cbs = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
