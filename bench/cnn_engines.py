@@ -20,6 +20,25 @@ Run:  PYTHONPATH=src .venv/bin/python bench/cnn_engines.py                  # 2 
 ``--predict`` adds the engine's prediction speed (one image, and 10,000 images at once);
 ``--accuracy E`` trains the engine E full epochs on the full split (seed 0) and prints the test
 accuracy and the epoch times.
+
+Research notes (2026-11-30, 2 vCPU AVX-512, shared with ~7 busy jobs, load average 8-16: every
+wall-clock figure here is inflated 3-7x and noisy; the quiet-machine figures must be re-measured):
+  Round 0 of ``--variants keras-tf,keras-jax,keras-jax-eigen1,keras-tf-noonednn --steps 60``,
+  extrapolated s/epoch: Keras/TF 60, Keras/TF with TF_ENABLE_ONEDNN_OPTS=0 221, Keras/JAX 352,
+  Keras/JAX with --xla_cpu_multi_thread_eigen=false 539 (the issue's quiet figures: TF 10.5,
+  JAX 41). oneDNN is worth ~3.5x to TF; nothing tried made JAX competitive. Torch is not installed.
+  Keras/TF spends ~20-21 CPU-s per epoch in every sitting (round by round: 21.0, 20.3), i.e. both
+  cores for its quiet 10.5 s: it is compute-bound, not overhead-bound.
+  The engine (im2col + one OpenBLAS sgemm per chunk, two workers), per 16-image chunk on one
+  thread, CPU time: forward 2.8 ms, backward 2.6 ms, of which conv2's three sgemms 1.9 ms
+  (~115 GFLOP/s each), max-pool 1.1 ms before / 0.37 ms after vectorising it, im2col/col2im of
+  conv2 0.6 ms. Whole epochs side by side: engine 19.4 CPU-s vs Keras/TF 21.0 CPU-s (wall 39 vs
+  47 s), a later sitting 27.8-29.4 vs 20.3 CPU-s (wall 161-164 vs 72 s) with the full test suite
+  running alongside; under contention the engine's two-worker barrier loses more wall time than
+  TF's thread pool. So far the engine is at best on par with Keras/TF, not 2x ahead.
+  Prediction (``--predict``, busy machine): one image 0.23 ms; 10,000 images 3,900 images/s.
+  Accuracy (``--accuracy 15``, seed 0, 54,000/6,000 split): test 0.8998, val 0.9078 after 15
+  epochs (one seed; the keras-io script's own figure was not measured in this sitting).
 """
 
 from __future__ import annotations

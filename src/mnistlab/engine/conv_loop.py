@@ -119,11 +119,21 @@ def conv_forward(plan_or_model, x, threads: int = 2) -> np.ndarray:
     out = np.empty((len(rows), plan.classes), np.float32)
     if not len(rows):
         return out
-    chunk = min(CHUNK, len(rows))
-    workers = K.worker_threads(min(threads, math.ceil(len(rows) / chunk)))
-    layout, s, si = _scratch(plan, chunk, workers)
+    n = len(rows)
+    if n <= CHUNK:
+        # on the calling thread: waking a worker pool costs more than a few images, and on a
+        # busy machine it can wait for a whole scheduler slice
+        layout, s, si = _scratch(plan, n, 1)
+        last = layout[-1]
+        with K.blas_single():
+            K.forward_chunk(rows, np.arange(n), 0, n, scale, plan.params, layout, plan.keep,
+                            np.zeros((0, 0), np.uint8), s[0], si[0])
+        out[:] = s[0, last[K.OUT] : last[K.OUT] + n * plan.classes].reshape(n, plan.classes)
+        return out
+    workers = K.worker_threads(min(threads, math.ceil(n / CHUNK)))
+    layout, s, si = _scratch(plan, CHUNK, workers)
     with K.blas_single():
-        K.predict(rows, scale, chunk, plan.params, layout, plan.keep, s, si, out)
+        K.predict(rows, scale, CHUNK, plan.params, layout, plan.keep, s, si, out)
     return out
 
 
