@@ -24,10 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the engine package (after the MLP engine moved) or the old flat layout
-    from mnistlab.engine.blas import Threads
-except ImportError:  # pragma: no cover - depends on the merge order
-    from mnistlab.blas import Threads
+from mnistlab.engine.blas import Threads
 
 _THREADS = Threads()
 if _THREADS.sgemm_address is None:

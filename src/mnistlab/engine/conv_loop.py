@@ -10,7 +10,7 @@ update with bias correction, no amsgrad) and ``keras.optimizers.SGD`` (momentum,
 a constant float learning rate and no clipping, weight decay, EMA, loss scaling or accumulation.
 
 Shuffling and dropout are seeded: epoch ``e`` trains in the order
-``numpy.random.default_rng([seed, e]).permutation(N)`` (as ``mnistlab.fastloop.permutation``) and
+``numpy.random.default_rng([seed, e]).permutation(N)`` (as ``mnistlab.engine.permutation``) and
 draws its dropout masks from ``default_rng([seed, e, 1])``; the model and optimizer variables are
 read at the start and written back after every epoch, so resuming at ``initial_epoch=k`` from the
 variables saved after epoch ``k - 1`` gives bit-identical weights to an uninterrupted run. The
