@@ -24,6 +24,7 @@ Which inputs are preprocessed:
 from __future__ import annotations
 
 import math
+import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -113,13 +114,17 @@ class Predictor:
                 image, or a forward pass that does not match the model.
         """
         input_shape, side = _square_input(model)
-        steps = prediction_plan(model, flat_input=len(input_shape) == 2)
-        if getattr(steps[-1] if steps else None, "activation", None) != "softmax":
-            raise ModelError(
-                "the model must end in a softmax (its outputs are reported as probabilities); "
-                f"its last layer is {type(model.layers[-1]).__name__} {model.layers[-1].name!r}"
-            )
-        predictor = cls._assemble(Network(steps, side * side), preprocess_params, class_names)
+        if _is_convnet(model):  # the numpy plan reads Dense chains; Keras runs a convnet
+            network = KerasNetwork(model, input_shape, side)
+        else:
+            steps = prediction_plan(model, flat_input=len(input_shape) == 2)
+            if getattr(steps[-1] if steps else None, "activation", None) != "softmax":
+                raise ModelError(
+                    "the model must end in a softmax (its outputs are reported as probabilities); "
+                    f"its last layer is {type(model.layers[-1]).__name__} {model.layers[-1].name!r}"
+                )
+            network = Network(steps, side * side)
+        predictor = cls._assemble(network, preprocess_params, class_names)
         if verify:
             predictor._verify(model, input_shape)
         return predictor
@@ -397,6 +402,39 @@ class Predictor:
 # Input checks -----------------------------------------------------------------------------------
 
 
+def _is_convnet(model) -> bool:
+    return any(type(layer).__name__ in ("Conv2D", "MaxPooling2D") for layer in model.layers)
+
+
+class KerasNetwork:
+    """A convnet's forward pass through Keras itself (the numpy plan reads Dense chains only).
+
+    Same interface as ``engine.forward.Network``: rows ``(N, S*S)`` in, probabilities out. Calls
+    run under a lock, in chunks, with ``training=False``; the pixels are scaled as in training
+    (``mnistlab.model.to_input``).
+    """
+
+    compiled = False
+    _CHUNK = 1024
+
+    def __init__(self, model, input_shape: tuple, side: int):
+        self.model, self._shape = model, tuple(input_shape[1:])
+        self.input_dim, self.output_dim = side * side, int(model.output_shape[-1])
+        self._lock = threading.Lock()
+
+    def predict(self, x: np.ndarray, from_255: bool) -> np.ndarray:
+        x = np.multiply(x, np.float32(1.0 / 255.0), dtype=np.float32) if from_255 else x.astype(
+            np.float32)
+        x = x.reshape(len(x), *self._shape)
+        with self._lock:
+            parts = [np.asarray(self.model(x[i:i + self._CHUNK], training=False), np.float32)
+                     for i in range(0, len(x), self._CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.output_dim), np.float32)
+
+    def to_arrays(self):
+        raise ModelError("a convnet is predicted through Keras: it has no numpy predictor file")
+
+
 def _square_input(model) -> tuple[tuple, int]:
     """The model's input shape ``(None, ...)`` and its image side ``S``.
 
@@ -467,6 +505,7 @@ def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
     path = Path(path)
     try:
         built = Predictor.from_model(model, preprocess_params, class_names)
+        built.network.to_arrays()
     except ModelError as e:
         return {"file": None, "reason": str(e)}
     built.save(path)
