@@ -115,15 +115,16 @@ class Predictor:
         """
         input_shape, side = _square_input(model)
         if _is_convnet(model):  # the numpy plan reads Dense chains; Keras runs a convnet
-            network = KerasNetwork(model, input_shape, side)
+            network, last = KerasNetwork(model, input_shape, side), _keras_activation(model)
         else:
             steps = prediction_plan(model, flat_input=len(input_shape) == 2)
-            if getattr(steps[-1] if steps else None, "activation", None) != "softmax":
-                raise ModelError(
-                    "the model must end in a softmax (its outputs are reported as probabilities); "
-                    f"its last layer is {type(model.layers[-1]).__name__} {model.layers[-1].name!r}"
-                )
-            network = Network(steps, side * side)
+            network, last = Network(steps, side * side), getattr(steps[-1] if steps else None,
+                                                                 "activation", None)
+        if last != "softmax":
+            raise ModelError(
+                "the model must end in a softmax (its outputs are reported as probabilities); "
+                f"its last layer is {type(model.layers[-1]).__name__} {model.layers[-1].name!r}"
+            )
         predictor = cls._assemble(network, preprocess_params, class_names)
         if verify:
             predictor._verify(model, input_shape)
@@ -400,6 +401,14 @@ class Predictor:
 
 
 # Input checks -----------------------------------------------------------------------------------
+
+
+def _keras_activation(model) -> str | None:
+    """``"softmax"`` when the model's last layer is a softmax (a Softmax layer or activation)."""
+    last = model.layers[-1]
+    if type(last).__name__ == "Softmax":
+        return "softmax"
+    return getattr(getattr(last, "activation", None), "__name__", None)
 
 
 def _is_convnet(model) -> bool:
