@@ -119,6 +119,22 @@ def test_train_falls_back_out_loud(tmp_path):
     (run,) = list_runs(tmp_path)
     assert run.is_complete and run.manifest["dataset"]["name"] == "digits"
     assert f"Run directory: {run.path}" in res.stdout
+    assert "Report:" not in res.stdout  # --no-report: no line pointing at a page that is not there
+
+
+def test_rerun_shows_progress_and_ends_with_the_report(digits_run, tmp_path):
+    res = CliRunner().invoke(cli, ["rerun", str(digits_run.path), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"Epoch 1/2 - .*\nEpoch 2/2 - .*val_accuracy: \d\.\d{4}", res.stdout)
+    new = Path(re.search(r"New run: (.+)", res.stdout).group(1).strip())
+    assert new.parent == tmp_path and "Weights bit-identical: yes" in res.stdout
+    # The recorded config has the report on (the fixture only skipped it): figures and page built.
+    assert res.stdout.splitlines()[-1] == f"Report: {new / 'report.html'}"
+    assert (new / "report.html").is_file() and (new / "curves.png").is_file()
+    quiet = CliRunner().invoke(cli, ["rerun", str(digits_run.path), "--out", str(tmp_path),
+                                     "--quiet", "--no-report"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "Epoch" not in quiet.stdout and "Report:" not in quiet.stdout
 
 
 def test_exit_after_jax_still_runs_atexit_handlers_and_keeps_the_code(tmp_path):
