@@ -16,6 +16,7 @@ from mnistlab.files import load_npz
 from mnistlab.runs import as_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CAPTION_HEIGHT = 36  # pixels of the strip under a --show image that holds its caption
 
 
 @dataclass
@@ -135,9 +136,8 @@ def skipped_text(skipped, shown: int = 5) -> str | None:
         return None
     names = ", ".join(Path(p).name for p in skipped[:shown])
     more = f", ... ({len(skipped) - shown} more)" if len(skipped) > shown else ""
-    n = len(skipped)
-    return f"Skipped {n} file{'s' if n != 1 else ''} that {'are' if n != 1 else 'is'} not " \
-           f"{'images' if n != 1 else 'an image'}: {names}{more}"
+    what = "files that are not images" if len(skipped) != 1 else "file that is not an image"
+    return f"Skipped {len(skipped)} {what}: {names}{more}"
 
 
 def trained_on(run) -> str | None:
@@ -240,9 +240,6 @@ def save_side_by_side(path: Path, prediction, out: Path, height: int = 224) -> N
     canvas.paste(seen, (original.width + 16, 0))
     _draw_caption(canvas, caption(prediction), top=height)
     save_with(out, lambda p: canvas.save(p, format="PNG"), suffix=".png")
-
-
-CAPTION_HEIGHT = 36
 
 
 def _draw_caption(canvas, text: str, top: int) -> None:

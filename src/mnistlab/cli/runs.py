@@ -29,8 +29,7 @@ def evaluate_cmd(run, model_path, dataset, data_path, as_json):
 @click.command("runs")
 @click.argument("root", required=False, default="runs", type=click.Path())
 def runs_cmd(root):
-    """List runs under ROOT (default ./runs): dataset, preset, model, optimizer, learning rate,
-    epochs, status and test accuracy."""
+    """List runs under ROOT (default ./runs): data, preset, model, optimizer, lr, epochs, accuracy."""
     from mnistlab.runs import list_runs
 
     runs = list_runs(root)
