@@ -126,6 +126,22 @@ def test_train_falls_back_out_loud(tmp_path):
     (run,) = list_runs(tmp_path)
     assert run.is_complete and run.manifest["dataset"]["name"] == "digits"
     assert f"Run directory: {run.path}" in res.stdout
+    assert "Report:" not in res.stdout  # --no-report: no line pointing at a page that is not there
+
+
+def test_rerun_shows_progress_and_ends_with_the_report(digits_run, tmp_path):
+    res = CliRunner().invoke(cli, ["rerun", str(digits_run.path), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"Epoch 1/2 - .*\nEpoch 2/2 - .*val_accuracy: \d\.\d{4}", res.stdout)
+    new = Path(re.search(r"New run: (.+)", res.stdout).group(1).strip())
+    assert new.parent == tmp_path and "Weights bit-identical: yes" in res.stdout
+    # The recorded config has the report on (the fixture only skipped it): figures and page built.
+    assert res.stdout.splitlines()[-1] == f"Report: {new / 'report.html'}"
+    assert (new / "report.html").is_file() and (new / "curves.png").is_file()
+    quiet = CliRunner().invoke(cli, ["rerun", str(digits_run.path), "--out", str(tmp_path),
+                                     "--quiet", "--no-report"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "Epoch" not in quiet.stdout and "Report:" not in quiet.stdout
 
 
 def test_exit_after_jax_still_runs_atexit_handlers_and_keeps_the_code(tmp_path):
@@ -146,3 +162,34 @@ def test_exit_after_jax_still_runs_atexit_handlers_and_keeps_the_code(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 3, out.stderr
     assert out.stdout == "unflushed output" and marker.read_text() == "yes"
+
+
+def test_runs_lists_model_optimizer_lr_and_stays_aligned(digits_run, tmp_path):
+    """Three runs: the fixture's, a long-named cnn/adam one, and one whose config.toml is broken."""
+    import shutil
+
+    from mnistlab.config import load_config, to_toml
+
+    plain = tmp_path / digits_run.path.name
+    shutil.copytree(digits_run.path, plain)
+    long = tmp_path / f"{digits_run.path.name}-{'a-very-long-label' * 4}"
+    shutil.copytree(digits_run.path, long)
+    (long / "config.toml").write_text(to_toml(load_config("cnn", data__dataset="digits")))
+    broken = tmp_path / "zz-broken-config"
+    shutil.copytree(digits_run.path, broken)
+    (broken / "config.toml").write_text("[train\nepochs = ")
+    res = CliRunner().invoke(cli, ["runs", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    header, *rows = res.output.splitlines()
+    assert header.split() == ["run", "dataset", "preset", "model", "optimizer", "lr", "epochs",
+                              "status", "test", "acc"]
+    cells = {row.split()[0]: row.split() for row in rows}
+    acc = f"{digits_run.metrics['test_accuracy']:.4f}"
+    assert cells[plain.name][1:] == ["digits", digits_run.manifest["preset"], "mlp", "sgd", "0.01",
+                                     "2", "complete", acc]
+    assert cells[long.name][3:6] == ["cnn", "adam", "0.001"]
+    assert cells[broken.name][3:6] == ["?", "?", "?"]
+    # Every column starts at the same place on every line, however long the run's name.
+    for word in ("dataset", "model", "optimizer", "status"):
+        col = header.index(word)
+        assert all(row[col - 1] == " " and row[col] != " " for row in rows), word

@@ -6,7 +6,10 @@ formats are exported once, together, in a module fixture; the other tests reuse 
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -43,19 +46,30 @@ def run_copy(digits_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_copy):
-    """Export all three formats through the real CLI, once; return (run_path, CLI result)."""
+    """Export all three formats through the real CLI, once, in a process of its own.
+
+    A process of its own, because TensorFlow's and LiteRT's C++ logging goes to the process's
+    stderr, which only a real process shows. The run gets its report first, as after `train`.
+
+    Returns:
+        ``(run_path, completed process, report.html before the export)``.
+    """
     if MISSING:
         pytest.skip(f"export extras not installed: {', '.join(MISSING)}")
-    res = CliRunner().invoke(
-        cli, ["export", str(run_copy), "--format", "onnx", "--format", "litert",
-              "--format", "savedmodel"])
-    return run_copy, res
+    from mnistlab.report import build_report
+
+    before = build_report(run_copy).read_text(encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnistlab", "export", str(run_copy), "--format", "onnx",
+         "--format", "litert", "--format", "savedmodel"],
+        capture_output=True, text=True, timeout=900)
+    return run_copy, proc, before
 
 
 @needs_tools
 def test_every_format_round_trips_and_is_recorded(exported):
-    run_path, res = exported
-    assert res.exit_code == 0, res.output
+    run_path, res, _ = exported
+    assert res.returncode == 0, res.stderr
     record = json.loads((run_path / "export.json").read_text())["formats"]
     assert set(record) == set(FORMATS)
     preds = np.load(run_path / "predictions.npz", allow_pickle=False)
@@ -66,7 +80,7 @@ def test_every_format_round_trips_and_is_recorded(exported):
         assert r["n_images"] == 360 and r["bytes"] > 10_000 and r["exported_at"]
         if path.is_file():
             assert r["sha256"] == sha256_file(path) and r["bytes"] == path.stat().st_size
-        assert f"{fmt}: export/" in res.output
+        assert f"{fmt}: export/" in res.stdout
         # Independently of export.py's own check: the file's runtime reproduces the probabilities
         # recorded at training time.
         got = run_export(fmt, path, preds["images"].astype(np.float32) / 255)
@@ -80,8 +94,8 @@ def test_a_doctored_onnx_file_is_refused(exported, tmp_path, delta, label_change
     import onnx
     from onnx import numpy_helper
 
-    run_path, res = exported
-    assert res.exit_code == 0, res.output
+    run_path, res, _ = exported
+    assert res.returncode == 0, res.stderr
     original = run_path / "export" / "model.onnx"
     assert verify_export(run_path, "onnx", original)["ok"]  # the untouched file passes
 
@@ -98,6 +112,44 @@ def test_a_doctored_onnx_file_is_refused(exported, tmp_path, delta, label_change
         verify_export(load_run(run_path), "onnx", doctored)  # a Run object or its directory
     agree = "labels agree on 100.00%" in str(err.value)
     assert agree != label_change  # a small change keeps labels and is still refused on Δp
+
+
+@needs_tools
+def test_export_says_no_more_than_its_results_and_the_report_shows_them(exported):
+    run_path, res, before = exported
+    assert res.returncode == 0, res.stderr
+    for chatter in ("oneDNN", "absl", "XNNPACK", "I0000", "W0000", "INFO:"):
+        assert chatter not in res.stderr, res.stderr
+    assert res.stdout.splitlines()[-1] == f"Report: {run_path / 'report.html'}"
+    after = (run_path / "report.html").read_text(encoding="utf-8")
+    for name in ("export/model.onnx", "export/model.tflite", "export/saved_model"):
+        assert name not in before and name in after  # rebuilt without `mnistlab report`
+
+
+def test_native_stderr_chatter_is_dropped_and_errors_are_logged(capfd, caplog):
+    from mnistlab.export import _native_stderr_filtered
+
+    error = "E0000 00:00:1796013347.633923   13870 op_kernel.cc:1] something really broke"
+    with caplog.at_level("WARNING", logger="mnistlab.export"), _native_stderr_filtered():
+        # Written to file descriptor 2 as C++ code does, past sys.stderr.
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n"
+                    b"I0000 00:00:1796013347.633923   13870 port.cc:153] oneDNN custom operations "
+                    b"are on.\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    + error.encode() + b"\n")
+    assert capfd.readouterr().err == ""
+    assert [r.getMessage() for r in caplog.records] == [f"TensorFlow/LiteRT: {error}"]
+
+
+@needs_tools
+def test_a_failed_child_shows_its_error_without_the_chatter(run_copy, tmp_path):
+    from mnistlab.export import write_exports
+
+    with pytest.raises(ExportError) as err:
+        write_exports(tmp_path / "no-run", {"onnx": tmp_path / "m.onnx"})
+    text = str(err.value)
+    assert "Error: run directory not found" in text
+    assert "oneDNN" not in text and "absl::InitializeLog" not in text
 
 
 def test_export_json_merges_and_survives_corruption(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 
 from mnistlab.errors import ConfigError, ImageError, RunError
 from mnistlab.files import load_npz
-from mnistlab.photos import plan_prediction
+from mnistlab.photos import classes_note, plan_prediction, skipped_text
 from mnistlab.runs import load_run
 
 
@@ -54,3 +54,23 @@ def test_bad_run_and_bad_index(digits_run, tmp_path):
         plan_prediction([tmp_path / "nope"], indices=[0])
     with pytest.raises(ImageError, match="outside the test set"):
         plan_prediction([digits_run.path], indices=[10_000])
+
+
+def test_skipped_text_counts_and_names_a_few():
+    assert skipped_text([]) is None
+    assert skipped_text(["d/a.txt"]) == "Skipped 1 file that is not an image: a.txt"
+    many = [f"d/{i}.csv" for i in range(8)]
+    assert skipped_text(many) == ("Skipped 8 files that are not images: 0.csv, 1.csv, 2.csv, "
+                                  "3.csv, 4.csv, ... (3 more)")
+
+
+def test_classes_note_names_the_dataset_and_its_classes():
+    from mnistlab.data.sources import FASHION_CLASSES
+
+    note = classes_note(FASHION_CLASSES, "fashion_mnist")
+    assert note.startswith("Note: this model was trained on fashion_mnist (clothing: T-shirt/top, "
+                           "Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot)")
+    assert classes_note([str(i) for i in range(10)], "mnist") is None
+    assert classes_note([str(i) for i in range(10)], "digits") is None
+    many = classes_note([f"c{i}" for i in range(12)], "custom")
+    assert "(12 classes: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, ...)" in many

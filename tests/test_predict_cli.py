@@ -11,6 +11,7 @@ from PIL import Image
 
 from mnistlab.cli import cli
 from mnistlab.files import load_npz
+from mnistlab.photos import CAPTION_HEIGHT, caption
 
 
 @pytest.fixture()
@@ -49,10 +50,10 @@ def test_files_table_json_csv_and_show(digits_run, pictures, tmp_path):
     assert "blank" in res.output  # the blank page is reported, not labelled
     assert sorted(p.name for p in show.iterdir()) == ["blank.seen.png", "one.seen.png"]
     with Image.open(show / "one.seen.png") as seen:
-        assert seen.size[1] == 224
+        assert seen.size[1] == 224 + CAPTION_HEIGHT
 
     res = CliRunner().invoke(cli, ["predict", str(digits_run.path), str(pictures), "--json"])
-    rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(res.output)}
+    rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(res.stdout)}
     assert rows["broken.png"]["status"] == "error"
     assert rows["blank.jpg"]["status"] == "blank" and rows["blank.jpg"]["label"] is None
     assert rows["one.png"]["status"] == "ok" and len(rows["one.png"]["top"]) == 3
@@ -74,3 +75,101 @@ def test_nothing_to_predict_is_a_usage_error(digits_run):
     res = CliRunner().invoke(cli, ["predict", str(digits_run.path)])
     assert res.exit_code == 1 and res.output.startswith("Error: nothing to predict")
     assert "--index" in res.output
+
+
+@pytest.fixture(scope="module")
+def named_run(tmp_path_factory):
+    """A 1-epoch run on an image folder whose classes have long names (not digits)."""
+    from mnistlab.config import load_config
+    from mnistlab.training import train
+
+    root = tmp_path_factory.mktemp("named")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["ankle_boot_with_a_long_name", "tee", "bag"]):
+        (root / "data" / name).mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+            img[4 + 6 * k: 10 + 6 * k, 4:24] = 250
+            Image.fromarray(img).save(root / "data" / name / f"{i}.png")
+    cfg = load_config(overrides=["train.epochs=1"], data__path=str(root / "data"))
+    return train(cfg, out=root / "runs", command=["test"], report=False)
+
+
+def _photo(path, value=20):
+    img = np.full((60, 60), 235, np.uint8)
+    img[10:50, 25:35] = value
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_long_class_and_file_names_keep_the_table_aligned(named_run, tmp_path):
+    short = _photo(tmp_path / "a.png")
+    long = _photo(tmp_path / f"{'a-photo-with-a-long-file-name-' * 3}.png")
+    res = CliRunner().invoke(cli, ["predict", str(named_run.path), str(short), str(long)])
+    assert res.exit_code == 0, res.output
+    header, *rows = res.stdout.splitlines()
+    assert len(rows) == 2
+    label_at, conf_end = header.index("label"), header.index("conf") + len("conf")
+    for row in rows:
+        file, rest = row[:label_at].rstrip(), row[label_at:]
+        assert file in (str(short), str(long)) and row[label_at - 2:label_at] == "  "
+        assert rest.split("  ")[0] in named_run.class_names  # the whole name, not cut
+        conf = row[:conf_end].rsplit(" ", 1)[1]
+        assert 0 <= float(conf) <= 1 and row[conf_end:conf_end + 2] == "  "
+
+
+def test_a_model_of_other_classes_says_so_once_on_stderr(named_run, digits_run, tmp_path):
+    photo = _photo(tmp_path / "digit.png")
+    res = CliRunner().invoke(cli, ["predict", str(named_run.path), str(photo), str(photo), "--json"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("Note: this model was trained on custom (3 classes: "
+                            f"{', '.join(named_run.class_names)}): a digit photo will be classified "
+                            "as one of these.") == 1
+    assert len(json.loads(res.stdout)) == 2  # stdout stays machine-readable
+    by_model = CliRunner().invoke(cli, ["predict", str(photo), "--model",
+                                        str(named_run.path / "model.keras")])
+    assert "Note: this model was not trained on digits (3 classes: " in by_model.stderr
+    # Test images come from the model's own dataset, and digit models need no note.
+    assert "Note:" not in CliRunner().invoke(cli, ["predict", str(named_run.path), "--index", "0"]).stderr
+    assert "Note:" not in CliRunner().invoke(cli, ["predict", str(digits_run.path), str(photo)]).stderr
+
+
+def test_files_in_a_folder_that_are_not_images_are_counted(digits_run, pictures):
+    (pictures / "notes.txt").write_text("not a picture")
+    (pictures / "sub").mkdir()
+    (pictures / "sub" / "data.csv").write_text("1,2")
+    res = CliRunner().invoke(cli, ["predict", str(digits_run.path), str(pictures), "--json"])
+    assert res.exit_code == 1  # broken.png is an image that cannot be read: still an error
+    assert "Skipped 2 files that are not images: notes.txt, data.csv\n" in res.stderr
+    assert sorted(r["file"].rsplit("/", 1)[1] for r in json.loads(res.stdout)) == [
+        "blank.jpg", "broken.png", "one.png"]
+
+
+def test_show_images_carry_the_label_and_confidence(digits_run, pictures, tmp_path):
+    show = tmp_path / "seen"
+    res = CliRunner().invoke(cli, ["predict", str(digits_run.path), str(pictures / "one.png"),
+                                   str(pictures / "blank.jpg"), "--show", str(show), "--json"])
+    assert res.exit_code == 0, res.output
+    one, blank = json.loads(res.stdout)
+    assert one["status"] == "ok" and blank["status"] == "blank"
+    strips = {}
+    for name in ("one", "blank"):
+        with Image.open(show / f"{name}.seen.png") as seen:
+            pixels = np.asarray(seen.convert("L"))
+        strip = pixels[224:]
+        assert strip.shape[0] == CAPTION_HEIGHT and (strip < 100).sum() > 50  # dark text drawn
+        assert (strip[:, :4] == 255).all()  # on a white strip
+        strips[name] = strip
+    assert strips["one"].shape != strips["blank"].shape or (strips["one"] != strips["blank"]).any()
+
+
+def test_caption_text():
+    from mnistlab.inference import Prediction
+
+    def pred(status, name, confidence, message=""):
+        return Prediction(label=None if name is None else 7, name=name, confidence=confidence,
+                          probabilities=np.zeros(10, np.float32), top_k=(), status=status,
+                          message=message, image=np.zeros((28, 28), np.float32))
+
+    assert caption(pred("ok", "7", 0.9312)) == "predicted 7 (confidence 0.93)"
+    assert caption(pred("blank", None, 0.0, "no ink")) == "blank: no ink"

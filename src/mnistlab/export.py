@@ -9,14 +9,24 @@ own runtime (onnxruntime, the LiteRT interpreter, ``tf.saved_model.load``) and i
 the run's test images are compared with the Keras model's on the run's own backend. An export that
 differs by more than ``MAX_ABS_DIFF`` or disagrees on one label is refused (``ExportError``).
 
-Each export and its parity figures are recorded in the run directory's ``export.json``.
+Each export and its parity figures are recorded in the run directory's ``export.json``, and a run
+that has a ``report.html`` gets it rebuilt to show them.
+
+TensorFlow, oneDNN and the LiteRT interpreter write information and warnings from C++ straight to
+the process's stderr on every start, whatever ``TF_CPP_MIN_LOG_LEVEL`` says (absl writes what it
+logs before its own initialisation to stderr unconditionally). That chatter is filtered out of the
+child's stderr and, while the runtimes check the files, out of this process's: only error lines are
+passed on, through ``logging``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistlab.errors import ConfigError, ExportError, RunError
+from mnistlab.errors import ConfigError, ExportError, MnistlabError, RunError
 from mnistlab.files import load_npz, sha256_file, write_json
 from mnistlab.runs import Run, as_run, utc_now
 
@@ -44,6 +54,16 @@ N_IMAGES = 1000
 _NEEDS = {"onnx": ["tf2onnx"], "litert": [], "savedmodel": []}
 _RUNTIMES = {"onnx": "onnxruntime", "litert": "ai-edge-litert", "savedmodel": "tensorflow-cpu"}
 _CHILD_TIMEOUT_S = 900
+
+log = logging.getLogger(__name__)
+
+# Informational lines of absl/glog ("I0000 00:00:..." and "W..."), LiteRT ("INFO: ...") and absl's
+# note about its own start-up: chatter. Error lines: absl/glog "E"/"F" lines, LiteRT "ERROR: ...",
+# and Python's exception lines.
+_CHATTER = re.compile(
+    r"^(?:[IW]\d{4} \d\d:\d\d:|INFO: |WARNING: All log messages before absl::InitializeLog\(\))"
+)
+_ERROR = re.compile(r"^(?:[EF]\d{4} \d\d:\d\d:|(?:ERROR|FATAL|Error)\b|Traceback |\w+(?:Error|Exception): )")
 
 
 def check_formats(formats) -> list[str]:
@@ -120,7 +140,21 @@ def export_run(
     bad = {f: r for f, r in records.items() if not r["ok"]}
     if bad:
         raise ExportError("; ".join(_mismatch_text(f, r) for f, r in bad.items()))
+    _refresh_report(run)
     return records
+
+
+def _refresh_report(run: Run) -> None:
+    """Rebuild the run's report.html so it shows the exports; a run without a report gets none."""
+    if not run.file("report.html").is_file():
+        return
+    from mnistlab.report import build_report
+
+    try:
+        build_report(run.path)
+    except MnistlabError as e:  # the exports themselves are good and recorded
+        log.warning("the exports are recorded in export.json, but report.html could not be "
+                    "rebuilt (%s). Rebuild it with `mnistlab report %s`", e, run.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +189,10 @@ def write_exports(run: Run | str | Path, targets: dict[str, Path]) -> None:
     args = [sys.executable, "-m", "mnistlab.export", str(run_path)]
     for fmt, path in targets.items():
         args += [fmt, str(path)]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # Level 2 drops TensorFlow's C++ information and warnings but keeps its errors (3 would hide
+    # them too); what the variables cannot reach is filtered from the captured stderr below.
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GLOG_minloglevel": "2"}
     try:
         done = subprocess.run(args, env=env, capture_output=True, text=True,
                               timeout=_CHILD_TIMEOUT_S, check=False)
@@ -164,12 +201,15 @@ def write_exports(run: Run | str | Path, targets: dict[str, Path]) -> None:
             f"the TensorFlow export process did not finish in {_CHILD_TIMEOUT_S} s; nothing was "
             f"recorded. Retry, or export one format at a time. Command: {' '.join(args)}"
         ) from None
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-12:])
-        raise ExportError(
-            f"Keras could not export {', '.join(targets)} from {run_path} (TensorFlow backend, "
-            f"exit code {done.returncode}). Its last lines:\n{tail}"
-        )
+    if done.returncode == 0:
+        _pass_on_errors(done.stderr)
+        return
+    lines = [line for line in done.stderr.strip().splitlines() if not _CHATTER.match(line)]
+    tail = "\n".join(lines[-12:])
+    raise ExportError(
+        f"Keras could not export {', '.join(targets)} from {run_path} (TensorFlow backend, "
+        f"exit code {done.returncode}). Its last lines:\n{tail}"
+    )
 
 
 def _write_here(run: Run, targets: dict[str, Path]) -> None:
@@ -193,6 +233,37 @@ def _write_here(run: Run, targets: dict[str, Path]) -> None:
             _replace(staged, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pass_on_errors(text: str) -> None:
+    """Log the error lines of a runtime's stderr output; drop its chatter."""
+    for line in text.splitlines():
+        if _ERROR.match(line):
+            log.warning("TensorFlow/LiteRT: %s", line.strip())
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered():
+    """Catch what native code writes to stderr meanwhile and pass on only its error lines.
+
+    TensorFlow, oneDNN and LiteRT write from C++ to file descriptor 2, out of reach of
+    ``sys.stderr``; so descriptor 2 itself points at a temporary file for the duration. The
+    redirection is process-wide: for a command line, not for a threaded server.
+    """
+    with contextlib.suppress(ValueError, OSError):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            _pass_on_errors(sink.read().decode("utf-8", "replace"))
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -246,24 +317,8 @@ def run_export(fmt: str, path: str | Path, x: np.ndarray) -> np.ndarray:
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     try:
-        if fmt == "onnx":
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            out = session.run(None, {session.get_inputs()[0].name: x})[0]
-        elif fmt == "litert":
-            interpreter = _litert_interpreter(str(path))
-            inp = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(inp["index"], list(x.shape))
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(inp["index"], x)
-            interpreter.invoke()
-            out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        else:
-            import tensorflow as tf
-
-            loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
-            out = loaded.serve(tf.constant(x)).numpy()
+        with _native_stderr_filtered():
+            out = _run_in_runtime(fmt, path, x)
     except ImportError as e:
         raise ExportError(
             f"cannot check the {fmt} export: {e}. Install the export extras: "
@@ -272,6 +327,27 @@ def run_export(fmt: str, path: str | Path, x: np.ndarray) -> np.ndarray:
     except Exception as e:  # each runtime raises its own exception types for a bad file
         raise ExportError(f"the {fmt} runtime cannot run {path}: {type(e).__name__}: {e}") from None
     return np.asarray(out, dtype=np.float32)
+
+
+def _run_in_runtime(fmt: str, path: str | Path, x: np.ndarray):
+    """``run_export``'s work, in the format's runtime; the runtime's own exceptions propagate."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    if fmt == "litert":
+        interpreter = _litert_interpreter(str(path))
+        inp = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
+    return loaded.serve(tf.constant(x)).numpy()
 
 
 def _litert_interpreter(path: str):

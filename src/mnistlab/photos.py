@@ -16,6 +16,7 @@ from mnistlab.files import load_npz
 from mnistlab.runs import MODEL_FILE, as_run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CAPTION_HEIGHT = 36  # pixels of the strip under a --show image that holds its caption
 
 
 @dataclass
@@ -108,28 +109,82 @@ def check_inputs(inputs) -> None:
         )
 
 
-def expand_inputs(inputs) -> list[Path]:
-    """Turn files and folders into a sorted list of files (folders: image files inside, recursively).
+def find_images(inputs) -> tuple[list[Path], list[Path]]:
+    """Turn files and folders into the files to predict and the files skipped as not images.
 
-    A path that does not exist is kept, so that it is reported as an error in its place.
+    Folders are searched recursively for files with an image suffix (``IMAGE_SUFFIXES``); their
+    other files are skipped. A file named directly is always kept, and so is a path that does not
+    exist, so that either is reported as an error in its place.
+
+    Returns:
+        ``(files, skipped)``: sorted per folder, in input order.
 
     Raises:
         ImageError: a folder holds no image file at all (nothing would be predicted).
     """
     files: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ImageError(
-                    f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
-                    "in sub-folders too). Pass a folder with images, or the image files themselves"
-                )
-            files += found
-        else:
+        if not p.is_dir():
             files.append(p)
-    return files
+            continue
+        inside = sorted(f for f in p.rglob("*") if f.is_file())
+        found = [f for f in inside if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise ImageError(
+                f"folder {p} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+                "in sub-folders too). Pass a folder with images, or the image files themselves"
+            )
+        files += found
+        skipped += [f for f in inside if f.suffix.lower() not in IMAGE_SUFFIXES]
+    return files, skipped
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """The files to predict of ``find_images(inputs)``, without the skipped ones."""
+    return find_images(inputs)[0]
+
+
+def skipped_text(skipped, shown: int = 5) -> str | None:
+    """One line about the files of folders that were not predicted; None if there were none."""
+    if not skipped:
+        return None
+    names = ", ".join(Path(p).name for p in skipped[:shown])
+    more = f", ... ({len(skipped) - shown} more)" if len(skipped) > shown else ""
+    what = "files that are not images" if len(skipped) != 1 else "file that is not an image"
+    return f"Skipped {len(skipped)} {what}: {names}{more}"
+
+
+def trained_on(run) -> str | None:
+    """The name of the dataset a run (a ``Run`` or its directory) was trained on, if recorded."""
+    dataset = as_run(run, require_complete=False).manifest.get("dataset")
+    return dataset.get("name") if isinstance(dataset, dict) else None
+
+
+# What a named dataset's classes are, for the note to someone who expects digits.
+_CLASS_KINDS = {"fashion_mnist": "clothing"}
+_DIGITS = [str(i) for i in range(10)]
+
+
+def classes_note(class_names, dataset: str | None = None) -> str | None:
+    """A note for someone passing photos to a model whose classes are not the ten digits.
+
+    Args:
+        class_names: the model's class names, index = label.
+        dataset: the dataset the model was trained on, if known (a run records it).
+
+    Returns:
+        The note, or None for a digit model.
+    """
+    names = [str(c) for c in class_names]
+    if names == _DIGITS:
+        return None
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    kind = _CLASS_KINDS.get(dataset, f"{len(names)} classes")
+    where = f"trained on {dataset}" if dataset else "not trained on digits"
+    return (f"Note: this model was {where} ({kind}: {shown}): a digit photo will be classified "
+            "as one of these.")
 
 
 def predict_files(predictor, inputs, show_dir: str | Path | None = None, top_k: int = 3):
@@ -171,8 +226,18 @@ def _make_folder(folder: Path) -> None:
                               "can write to (it is created if missing)") from None
 
 
+def caption(prediction) -> str:
+    """The line written under a ``--show`` image: the label and confidence, or why there is none."""
+    if prediction.status == "ok":
+        return f"predicted {prediction.name} (confidence {prediction.confidence:.2f})"
+    return f"{prediction.status}: {prediction.message}"
+
+
 def save_side_by_side(path: Path, prediction, out: Path, height: int = 224) -> None:
-    """Write the original picture next to the (upscaled) image the model saw, as PNG."""
+    """Write the original picture next to the (upscaled) image the model saw, as PNG.
+
+    A white strip under both holds ``caption(prediction)``.
+    """
     from PIL import Image
 
     from mnistlab.files import save_with
@@ -186,10 +251,24 @@ def save_side_by_side(path: Path, prediction, out: Path, height: int = 224) -> N
     seen = Image.fromarray((np.clip(prediction.image, 0, 1) * 255).astype(np.uint8)).resize(
         (height, height), Image.Resampling.NEAREST
     )
-    canvas = Image.new("L", (original.width + 16 + height, height), 128)
+    canvas = Image.new("L", (original.width + 16 + height, height + CAPTION_HEIGHT), 128)
     canvas.paste(original, (0, 0))
     canvas.paste(seen, (original.width + 16, 0))
+    _draw_caption(canvas, caption(prediction), top=height)
     save_with(out, lambda p: canvas.save(p, format="PNG"), suffix=".png")
+
+
+def _draw_caption(canvas, text: str, top: int) -> None:
+    """Black text on a white strip from ``top`` down, shortened with "…" to fit the width."""
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, top, canvas.width, canvas.height), fill=255)
+    font = ImageFont.load_default(size=20)
+    room = canvas.width - 16
+    while len(text) > 1 and draw.textlength(text, font=font) > room:
+        text = text[:-2] + "…"
+    draw.text((8, top + (CAPTION_HEIGHT - 20) // 2), text, fill=0, font=font)
 
 
 def pick_test_images(run, indices) -> list[tuple[int, int, np.ndarray]]:

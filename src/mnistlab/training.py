@@ -467,12 +467,15 @@ def compare_weights(a, b) -> bool:
 
 
 def rerun(path: Run | str | Path, *, out: str | Path | None = None,
-          progress: Progress | None = None):
+          progress: Progress | None = None, report: bool | None = None):
     """Train again from a run's recorded config and check the result is bit-identical.
 
     Args:
         path: a complete run (a ``Run`` or its directory).
         out: where the new run goes (default: next to the original).
+        progress: called after every epoch with ``(epoch, epochs, logs)``, as for ``train``.
+        report: build figures and report.html for the new run (default: the recorded
+            ``config.report.enabled``, as ``train`` does).
 
     Returns:
         ``(new_run, report)`` where report is a dict with ``weights_identical``,
@@ -481,7 +484,7 @@ def rerun(path: Run | str | Path, *, out: str | Path | None = None,
     from mnistlab.runs import as_run
 
     old = as_run(path)
-    new = train(old.config, out=out or old.path.parent, progress=progress, report=False)
+    new = train(old.config, out=out or old.path.parent, progress=progress, report=report)
     same_weights = compare_weights(old.load_model(), new.load_model())
     was, now = old.metrics, new.metrics
     keys = ("test_loss", "test_accuracy", "confusion_matrix")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -51,6 +52,23 @@ def test_info_mnist_offline_is_one_clean_error(tmp_path):
     assert str(tmp_path / "datasets" / "mnist.npz") in result.output
     assert all(way in result.output for way in WAYS_OUT)
     assert "Traceback" not in result.output
+
+
+def test_train_offline_offers_the_datasets_that_are_here_now(tmp_path):
+    from mnistlab.data.sources import availability
+
+    result = run("train", "--dataset", "mnist", "--out", str(tmp_path / "runs"),
+                 env={"KERAS_HOME": str(tmp_path)})
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: could not download mnist.npz")
+    assert all(way in result.output for way in WAYS_OUT)
+    here = [name for name in ("fashion_mnist", "digits", "mnist_sample") if availability(name)[0]]
+    assert "digits" in here  # scikit-learn is a dependency: there is always a way out
+    assert re.findall(r"--dataset (\w+) ", result.output) == here
+    spare = "mnist_sample" if "mnist_sample" in here else here[0]
+    assert result.output.rstrip().endswith(
+        f"or add --fallback {spare}: it is used only when mnist cannot be had.")
+    assert not (tmp_path / "runs").exists() and "Traceback" not in result.output
 
 
 def test_fetch_tries_the_mirror_first(tmp_path, dead_url):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datafiles import tiny_arrays
 
-from mnistlab.data import load_dataset, load_with_fallback
+from mnistlab.data import load_dataset, load_with_fallback, sources
 from mnistlab.errors import DataError
 
 
@@ -54,3 +54,13 @@ def test_own_data_is_never_replaced_by_a_named_dataset(tmp_path):
 def test_no_names_is_a_clear_error():
     with pytest.raises(DataError, match="no dataset to load.*received none"):
         load_with_fallback([])
+
+
+def test_the_offline_hint_leaves_out_what_failed_and_is_not_given_for_unknown_names():
+    text = sources.here_now(["mnist", "digits"])
+    assert "--dataset digits" not in text and "--dataset mnist " not in text
+    for name in ("fashion_mnist", "mnist_sample"):
+        assert (f"--dataset {name} " in text) == sources.availability(name)[0]
+    with pytest.raises(DataError) as e:
+        load_with_fallback(["no_such_data"])
+    assert "here now" not in str(e.value)

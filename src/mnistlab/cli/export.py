@@ -17,8 +17,11 @@ def export_cmd(run, formats, out, n_images):
     """Export RUN's model and check it against the Keras model in the format's own runtime.
 
     Refuses (exit 1) an export whose probabilities differ by more than 1e-5 or whose labels
-    disagree on any test image. Each export and its figures are recorded in RUN/export.json.
+    disagree on any test image. Each export and its figures are recorded in RUN/export.json;
+    RUN's report.html, if it has one, is rebuilt to show them.
     """
+    from pathlib import Path
+
     from mnistlab.export import export_run
 
     records = export_run(run, formats, out=out, n_images=n_images)
@@ -26,6 +29,8 @@ def export_cmd(run, formats, out, n_images):
         click.echo(f"{fmt}: {r['path']} ({r['bytes']:,} bytes) - max |Δp| {r['max_abs_diff']:.2g}, "
                    f"labels agree {r['label_agreement']:.2%} on {r['n_images']} images "
                    f"({r['runtime']})")
+    if (page := Path(run) / "report.html").is_file():
+        click.echo(f"Report: {page}")
 
 
 COMMANDS = [export_cmd]

@@ -11,17 +11,19 @@ import click
 
 
 def _table(results) -> str:
-    lines = [f"{'file':<40} {'label':>5} {'conf':>6}  top-3 / status"]
-    for r in results:
-        d = r.as_dict()
-        if d["status"] == "error":
-            lines.append(f"{d['file']:<40} {'-':>5} {'-':>6}  ERROR: {d['error']}")
-        elif d["status"] != "ok":
-            lines.append(f"{d['file']:<40} {'-':>5} {'-':>6}  {d['status']}: {d['message']}")
-        else:
-            top = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in d["top"])
-            lines.append(f"{d['file']:<40} {d['name']:>5} {d['confidence']:6.3f}  {top}")
-    return "\n".join(lines)
+    rows = [("file", "label", "conf", "top-3 / status"), *(_cells(r.as_dict()) for r in results)]
+    wide = [max(len(row[i]) for row in rows) for i in range(3)]  # as wide as the longest cell
+    return "\n".join(f"{f:<{wide[0]}}  {lbl:<{wide[1]}}  {conf:>{wide[2]}}  {rest}".rstrip()
+                     for f, lbl, conf, rest in rows)
+
+
+def _cells(d: dict) -> tuple[str, str, str, str]:
+    if d["status"] == "error":
+        return d["file"], "-", "-", f"ERROR: {d['error']}"
+    if d["status"] != "ok":
+        return d["file"], "-", "-", f"{d['status']}: {d['message']}"
+    top = ", ".join(f"{t['name']} {t['probability']:.2f}" for t in d["top"])
+    return d["file"], d["name"], f"{d['confidence']:.3f}", top
 
 
 def _csv(results) -> str:
@@ -60,10 +62,23 @@ def predict_cmd(run, images, indices, model_path, fmt, show_dir):
         click.echo(f"  predicted {p.name} (confidence {p.confidence:.4f}), true {names[true]}")
     if not plan.files:
         return
-    results = predict_files(plan.predictor, plan.files, show_dir=show_dir)
+    files = _files_with_notes(plan, None if model_path else run)
+    results = predict_files(plan.predictor, files, show_dir=show_dir)
     click.echo(_FORMATS[fmt](results), nl=fmt != "csv")
     if any(r.error for r in results):
         sys.exit(1)
+
+
+def _files_with_notes(plan, run) -> list:
+    """The image files to predict; what a user should know about them goes to stderr, once."""
+    from mnistlab.photos import classes_note, find_images, skipped_text, trained_on
+
+    files, skipped = find_images(plan.files)
+    dataset = trained_on(run) if run is not None else None
+    for note in (classes_note(plan.predictor.class_names, dataset), skipped_text(skipped)):
+        if note:
+            click.echo(note, err=True)
+    return files
 
 
 def _json(results) -> str:

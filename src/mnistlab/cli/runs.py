@@ -29,7 +29,7 @@ def evaluate_cmd(run, model_path, dataset, data_path, as_json):
 @click.command("runs")
 @click.argument("root", required=False, default="runs", type=click.Path())
 def runs_cmd(root):
-    """List runs under ROOT (default ./runs) with dataset, preset, epochs and test accuracy."""
+    """List runs under ROOT (default ./runs): data, preset, model, optimizer, lr, epochs, accuracy."""
     from mnistlab.runs import list_runs
     from mnistlab.tune.folder import list_studies
 
@@ -42,15 +42,41 @@ def runs_cmd(root):
         test = (s.get("retrained") or {}).get("test_accuracy")
         click.echo(f"{path.name:<52} study, {sum(s.get('trials', {}).values())} trials, {best}"
                    + ("" if test is None else f", retrained test acc {test:.4f}"))
-    click.echo(f"{'run':<52} {'dataset':<14} {'preset':<9} {'epochs':>6} {'status':<11} {'test acc':>8}")
-    for r in runs:
-        m = r.manifest
-        acc = m.get("test_accuracy")
-        click.echo(
-            f"{r.path.name:<52} {m.get('dataset', {}).get('name', '?'):<14} "
-            f"{m.get('preset', '?'):<9} {m.get('epochs_done', 0):>6} {r.status:<11} "
-            f"{'' if acc is None else f'{acc:.4f}':>8}"
-        )
+    if runs:
+        click.echo(_aligned([_HEADER, *(_row(r) for r in runs)]))
+
+
+_HEADER = ("run", "dataset", "preset", "model", "optimizer", "lr", "epochs", "status", "test acc")
+_RIGHT = {"lr", "epochs", "test acc"}  # numbers line up on their last digit
+
+
+def _row(run) -> tuple[str, ...]:
+    """One run's cells; what its config.toml cannot tell (missing, broken) shows as ``?``."""
+    from mnistlab.errors import MnistlabError
+
+    m = run.manifest
+    try:
+        cfg = run.config
+        model, optimizer, lr = cfg.model.kind, cfg.train.optimizer, f"{cfg.train.learning_rate:g}"
+    except (MnistlabError, OSError):
+        model = optimizer = lr = "?"
+    dataset = m.get("dataset")
+    done, planned = m.get("epochs_done", 0), m.get("epochs_planned")
+    acc = m.get("test_accuracy")
+    return (run.path.name, str(dataset.get("name", "?") if isinstance(dataset, dict) else "?"),
+            str(m.get("preset", "?")), model, optimizer, lr,
+            str(done) if planned in (None, done) else f"{done}/{planned}", run.status,
+            "" if not isinstance(acc, int | float) else f"{acc:.4f}")
+
+
+def _aligned(rows) -> str:
+    """Rows of cells as text columns, each as wide as its longest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
+    return "\n".join(
+        " ".join(cell.rjust(w) if name in _RIGHT else cell.ljust(w)
+                 for cell, w, name in zip(row, widths, _HEADER, strict=True))
+        for row in rows
+    )
 
 
 COMMANDS = [evaluate_cmd, runs_cmd]

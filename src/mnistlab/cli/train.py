@@ -84,20 +84,31 @@ def _done(run, job=None) -> None:
         click.echo(f"Warning: {warning}", err=True)
     click.echo(f"Test accuracy: {m['test_accuracy']:.4f} - test loss: {m['test_loss']:.4f}")
     click.echo(f"Run directory: {run.path}")
+    _report_line(run)
+
+
+def _report_line(run) -> None:
+    """The last line of ``train`` and ``rerun``: where to look, when there is a report."""
+    if (page := run.path / "report.html").is_file():
+        click.echo(f"Report: {page}")
 
 
 @click.command("rerun")
 @click.argument("run", type=click.Path())
 @click.option("--out", type=click.Path(), help="Folder for the new run (default: next to RUN).")
-def rerun_cmd(run, out):
+@click.option("--report/--no-report", default=None,
+              help="Build figures and report.html (default: as RUN's config says).")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+def rerun_cmd(run, out, report, quiet):
     """Train again from RUN's recorded config; report whether the result is bit-identical."""
     from mnistlab.training import rerun
 
-    new, rep = rerun(run, out=out)
+    new, rep = rerun(run, out=out, progress=None if quiet else _progress, report=report)
     click.echo(f"New run: {new.path}")
     click.echo(f"Weights bit-identical: {'yes' if rep['weights_identical'] else 'NO'}")
     click.echo(f"Metrics identical:     {'yes' if rep['metrics_identical'] else 'NO'} "
                f"(test accuracy {rep['old_accuracy']:.4f} -> {rep['new_accuracy']:.4f})")
+    _report_line(new)
     if not (rep["weights_identical"] and rep["metrics_identical"]):
         sys.exit(1)
 

@@ -98,7 +98,8 @@ def load_with_fallback(
         The first ``Dataset`` that loaded.
 
     Raises:
-        DataError: the last name (or ``path``) failed too, or ``names`` is empty.
+        DataError: the last name (or ``path``) failed too, or ``names`` is empty. When a named
+            dataset cannot be had, the message ends with the named datasets that work offline now.
     """
     if path:
         return load_dataset(path=path, mirrors=mirrors, progress=progress)
@@ -112,4 +113,11 @@ def load_with_fallback(
         except DataError as e:
             if on_fallback is not None:
                 on_fallback(name, e, names[i + 1])
-    return load_dataset(last, mirrors=mirrors, progress=progress)
+    try:
+        return load_dataset(last, mirrors=mirrors, progress=progress)
+    except DataError as e:
+        from mnistlab.data.sources import here_now
+
+        if last not in NAMES or not (hint := here_now(names)):
+            raise
+        raise type(e)(f"{e}\n{hint}") from None

