@@ -190,3 +190,16 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             out.append(int(stat.parent.name))
     return out
+
+
+def test_a_convnet_trains_in_a_job_the_same_way(tmp_path):
+    cnn = ["--preset", "cnn", "--set",
+           'model.conv=[{filters=4, padding="same"}, {filters=8, padding="same"}]', "--epochs", "2"]
+    results = _finish(_job(tmp_path, extra=cnn, extra1=cnn))
+    for code, _out, err in results:
+        assert code == 0, err
+    assert not (tmp_path / "out1").exists()
+    run = _only_run(tmp_path / "out0")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["processes"] == 2
+    assert "Conv2D" in (run / "architecture.json").read_text()
