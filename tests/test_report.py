@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tomllib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -99,7 +100,10 @@ def assert_embeds_every_figure(report):
         check_png(base64.b64decode(src.split(",", 1)[1], validate=True))
     # Self-contained: no scripts, stylesheets or other fetched resources.
     assert "script" not in page.tags and "link" not in page.tags
-    assert page.links == []
+    # Links only within the page: the table of contents.
+    assert page.links and all(link.startswith("#") for link in page.links), page.links
+    ids = set(re.findall(r'<section id="([^"]+)"', report.read_text(encoding="utf-8")))
+    assert {link[1:] for link in page.links} == ids  # every section listed, no dead entry
     return page
 
 
@@ -336,6 +340,10 @@ def test_every_section_renders_with_its_content(tmp_path):
     for sid, needles in expected.items():
         for needle in needles:
             assert needle in page.text[sid], (sid, needle)
+    # Each provenance fact once (the manifest records mnistlab's version twice).
+    assert page.text["provenance"].count("mnistlab") == page.text["provenance"].count(
+        "mnistlab train"
+    ) + 1
 
 
 def test_sections_without_their_optional_parts(tmp_path):
