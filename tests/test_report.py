@@ -231,7 +231,7 @@ def test_fashion_range_is_plain_keras_mean_plus_minus_two_sd():
     from mnistlab.report.parity import FASHION_KERAS, FASHION_RANGE
 
     mean, sd = FASHION_KERAS["mean"], FASHION_KERAS["sd"]
-    assert FASHION_RANGE == (round(mean - 2 * sd, 2), round(mean + 2 * sd, 2))
+    assert (round(mean - 2 * sd, 2), round(mean + 2 * sd, 2)) == FASHION_RANGE
     # A default run (the 0.8466) reads as expected, never as a failure.
     text = parity_verdict("fashion_mnist", 0.8466, 87_374, [])
     assert "as expected" in text and "fail" not in text.lower()
@@ -341,9 +341,10 @@ def test_every_section_renders_with_its_content(tmp_path):
         for needle in needles:
             assert needle in page.text[sid], (sid, needle)
     # Each provenance fact once (the manifest records mnistlab's version twice).
-    assert page.text["provenance"].count("mnistlab") == page.text["provenance"].count(
-        "mnistlab train"
-    ) + 1
+    assert (
+        page.text["provenance"].count("mnistlab")
+        == page.text["provenance"].count("mnistlab train") + 1
+    )
 
 
 def test_sections_without_their_optional_parts(tmp_path):

@@ -68,8 +68,15 @@ def prediction_figure(
         if p <= 0.85:
             ax_bar.text(p + 0.01, i, f"{p:.3f}", va="center", fontsize=9, color="black")
         else:
-            ax_bar.text(p - 0.01, i, f"{p:.3f}", va="center", ha="right", fontsize=9,
-                        color=text_color(colors[i]))
+            ax_bar.text(
+                p - 0.01,
+                i,
+                f"{p:.3f}",
+                va="center",
+                ha="right",
+                fontsize=9,
+                color=text_color(colors[i]),
+            )
     return fig
 
 
