@@ -68,15 +68,21 @@ def config_differences(configs: list[dict]) -> list[tuple[str, list[str]]]:
 def short_names(runs) -> list[str]:
     """A short name per run: its label and seed, e.g. ``tutorial+epochs=5-seed111``.
 
-    The dataset is added when the runs differ in it; if names still clash, each gets a letter
-    (``A: tutorial-seed111``, ``B: tutorial-seed111``), and the page's legend lists the directories.
+    The label is the preset plus the settings that differ from it (``mnistlab.config.label``),
+    less the settings every compared run shares: only what tells the runs apart. The dataset is
+    added when the runs differ in it; if names still clash, each gets a letter (``A: tutorial-seed1``,
+    ``B: tutorial-seed1``), and the page's legend lists the directories.
     """
     from mnistlab.config import label
 
+    parts = [label(r.config, limit=10_000).split("+") for r in runs]
+    shared = set.intersection(*(set(p[1:]) for p in parts))
     datasets = [str(r.manifest.get("dataset", {}).get("name", "?")) for r in runs]
     names = [
-        label(r.config) + (f"-{d}" if len(set(datasets)) > 1 else "") + f"-seed{r.config.seed}"
-        for r, d in zip(runs, datasets, strict=True)
+        "+".join([p[0], *(x for x in p[1:] if x not in shared)])
+        + (f"-{d}" if len(set(datasets)) > 1 else "")
+        + f"-seed{r.config.seed}"
+        for p, r, d in zip(parts, runs, datasets, strict=True)
     ]
     if len(set(names)) == len(names):
         return names
