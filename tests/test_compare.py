@@ -27,9 +27,37 @@ def test_compare_lists_only_keys_that_differ(two_runs, tmp_path):
     assert keys == ["seed", "train.epochs"]
     assert dict(result.config_diff)["train.epochs"] == ["3", "5"]
     text = result.table()
-    assert "run-a" in text and "run-b" in text and "train.epochs" in text
+    assert "train.epochs" in text
     assert "model.hidden" not in text  # the same in both runs
-    assert result.labels == ["run-a", "run-b"]
+    # Short names (label and seed), not the long directory names.
+    # Only what tells the runs apart: both share hidden=16-8 and batch_size=16.
+    assert result.labels == ["tutorial+epochs=3-seed111", "tutorial+epochs=5-seed7"]
+    assert "tutorial+epochs=3-seed111" in text and "run-a" not in text
+
+
+def test_short_names_show_what_differs_and_letter_clashes(tmp_path):
+    a = write_run(tmp_path, name="20250101-000000-tutorial-digits-seed1", seed=1, epochs=5)
+    b = write_run(tmp_path, name="20250101-000001-tutorial-digits-seed1", seed=1)
+    c = write_run(tmp_path, name="20250101-000002-tutorial-digits-seed1-2", seed=1)
+    result = compare_runs([a, b], out=tmp_path / "ab")
+    assert result.labels == ["tutorial+epochs=5-seed1", "tutorial+epochs=3-seed1"]
+    result = compare_runs([b, c], out=tmp_path / "bc")
+    assert result.labels == ["A: tutorial-seed1", "B: tutorial-seed1"]
+    html = result.html_path.read_text(encoding="utf-8")
+    # The legend maps each short name to its directory.
+    assert b.name in html and c.name in html
+
+
+def test_compare_by_default_writes_a_new_folder_and_never_overwrites(two_runs, tmp_path):
+    root = tmp_path / "runs"
+    first = compare_runs(two_runs, root=root)
+    first_html = first.html_path.read_text(encoding="utf-8")
+    second = compare_runs(two_runs, root=root)
+    assert first.html_path.parent != second.html_path.parent
+    for result in (first, second):
+        assert result.html_path.parent.parent == root
+        assert result.html_path.parent.name.startswith("compare-")
+    assert first.html_path.read_text(encoding="utf-8") == first_html  # untouched
 
 
 def test_compare_writes_self_contained_html_and_png(two_runs, tmp_path):
@@ -59,13 +87,22 @@ def test_compare_needs_two_existing_runs(two_runs, tmp_path):
         compare_runs([two_runs[0], tmp_path / "missing"], out=tmp_path)
 
 
-def test_cli_compare(two_runs, tmp_path):
+def test_cli_compare(two_runs, tmp_path, monkeypatch):
     from mnistlab.cli import cli
 
     result = CliRunner().invoke(cli, ["compare", *map(str, two_runs), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "train.epochs" in result.output and "test acc" in result.output
     assert (tmp_path / "compare.html").exists() and (tmp_path / "compare.png").exists()
+
+    # Without --out: a new folder under ./runs, its path printed; nothing in the current folder.
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    result = CliRunner().invoke(cli, ["compare", *map(str, two_runs)])
+    assert result.exit_code == 0, result.output
+    (made,) = (tmp_path / "cwd" / "runs").iterdir()
+    assert made.name.startswith("compare-") and f"{made.name}/compare.html" in result.output
+    assert not (tmp_path / "cwd" / "compare.html").exists()
 
     result = CliRunner().invoke(cli, ["compare", str(two_runs[0])])
     assert result.exit_code == 1

@@ -58,10 +58,89 @@ def test_curves_label_accuracy_axis_as_accuracy():
     assert ax_loss.get_ylabel() == "loss"
     assert ax_acc.get_ylabel() == "accuracy"
     assert ax_acc.get_xlabel() == "epoch"
-    assert [t.get_text() for t in ax_acc.get_legend().get_texts()] == [
-        "train accuracy",
-        "validation accuracy",
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["training", "validation"]
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_curve_legends_sit_outside_every_axes():
+    """Checked on the drawn figure: no legend box overlaps a plotting area, so none covers a curve."""
+    history = [
+        {
+            "epoch": e,
+            "loss": 2 / e,
+            "accuracy": 1 - 1 / (e + 1),
+            "val_loss": 2.2 / e,
+            "val_accuracy": 1 - 1.2 / (e + 1),
+        }
+        for e in range(1, 31)
     ]
+    runs = [history, [dict(r, val_loss=r["val_loss"] * 1.1) for r in history]]
+    figs = [
+        plots.curves_figure(history),
+        plots.compare_curves_figure(runs, ["tutorial-seed1", "tutorial+epochs=30-seed2"]),
+        plots.confidence_figure(*_data((8, 8), n=200)[2:0:-1]),
+    ]
+    for fig in figs:
+        plots.png_bytes(fig)  # lays the figure out
+        renderer = fig.canvas.get_renderer()
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert legends
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                assert not _overlaps(box, ax.get_window_extent(renderer)), (legend, ax)
+
+
+def test_confusion_counts_are_at_least_11_px_in_the_report_at_1280():
+    """Points x dpi / 72 x (shown width / PNG width) >= 11 for MNIST-sized matrices.
+
+    At 1280 px the report's column is 1072 px wide (body max-width 1120 px less 2 x 1.5 rem of
+    padding); a narrower PNG is shown at its own size.
+    """
+    for c in (2, 10, 12):
+        fig = plots.confusion_figure(np.arange(c * c).reshape(c, c) * 11, NAMES[:c] * 2)
+        png_width = check_png(plots.png_bytes(fig)).size[0]
+        shown = min(png_width, 1072)
+        sizes = {t.get_fontsize() for t in fig.axes[0].texts}
+        assert len(sizes) == 1, sizes
+        assert sizes.pop() * fig.dpi / 72 * shown / png_width >= 11, c
+
+
+def _contrast(a, b) -> float:
+    """WCAG contrast ratio of two matplotlib colours."""
+    from matplotlib.colors import to_rgb
+
+    def luminance(color):
+        lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(color)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_probability_labels_contrast_with_what_is_behind_them():
+    from mnistlab.plots.images import text_color
+
+    assert text_color("navy") == "white" and text_color("#bbbbbb") == "black"
+    for true_label in (0, 1):  # the top bar blue (right) or red (wrong)
+        probs = np.array([0.95, 0.03, 0.02])
+        fig = plots.prediction_figure(
+            np.zeros((8, 8), np.uint8), probs, ("a", "b", "c"), true_label
+        )
+        ax_bar = fig.axes[1]
+        bars = {round(b.get_width(), 3): b.get_facecolor() for b in ax_bar.patches}
+        labels = {t.get_text(): t for t in ax_bar.texts}
+        # The long bar's label is inside it, readable on the bar's colour (WCAG AA, 4.5:1).
+        inside = labels["0.950"]
+        assert inside.get_position()[0] < 0.95
+        assert _contrast(inside.get_color(), bars[0.95]) >= 4.5
+        # Short bars' labels sit beside them, on the white axes.
+        assert labels["0.030"].get_position()[0] > 0.03
+        assert _contrast(labels["0.030"].get_color(), "white") >= 4.5
 
 
 def test_confusion_matrix_rows_are_true_labels_and_annotated():

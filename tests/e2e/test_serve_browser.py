@@ -10,6 +10,7 @@ and no request leaving the server's origin. Screenshots go to test-artifacts/ser
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -26,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/serving/ru
 from serving.run28 import make_run28  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Screenshots are kept as test artifacts (ignored by git); $MNISTLAB_ARTIFACTS moves them.
+ARTIFACTS = Path(os.environ.get("MNISTLAB_ARTIFACTS")
+                 or Path(__file__).resolve().parents[2] / "test-artifacts")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -102,7 +105,13 @@ class Watch:
 
 
 def stroke(page, points):
-    """Draw one stroke through ``points`` given as fractions (x, y) of the pad."""
+    """Draw one stroke through ``points`` given as fractions (x, y) of the pad, then wait until the
+    page shows the answer for the finished picture.
+
+    The page asks for a prediction while the pointer moves, so bars can show the answer for a
+    half-drawn stroke; ``body[data-predicting]`` turns "no" only once the newest picture's answer
+    is shown (set "yes" by the pointer-up handler, before ``mouse.up`` returns).
+    """
     box = page.locator("#pad").bounding_box()
     xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
     page.mouse.move(*xy[0])
@@ -110,11 +119,17 @@ def stroke(page, points):
     for x, y in xy[1:]:
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
+    wait_until_answered(page)
 
 
-def settled_screenshot(page, name: str) -> None:
-    page.wait_for_timeout(300)  # let the bars' 0.15 s width transition finish
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+def wait_until_answered(page) -> None:
+    page.wait_for_function("() => document.body.dataset.predicting === 'no'", timeout=20_000)
+
+
+def settled_screenshot(page, name: str, full_page: bool = True) -> None:
+    page.wait_for_timeout(300)  # let the bars' 0.15 s width transition finish (a picture only)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
 
 
 def bars(page) -> list[str]:
@@ -170,6 +185,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
 
     # Undo removes the second stroke: the picture, hence the answer, is the first one again.
     page.click("#undo")
+    wait_until_answered(page)
     page.wait_for_function(
         "want => [...document.querySelectorAll('#bars .pct')].map(e => e.textContent).join() "
         "=== want.join()", arg=first, timeout=20_000)
@@ -191,6 +207,7 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     Image.fromarray(255 - ink).save(photo)
     page.set_input_files("#upload", str(photo))
     wait_for_bars_other_than(page, ["–"] * 10)
+    wait_until_answered(page)
     page.wait_for_function("() => document.getElementById('label').dataset.label !== undefined")
     assert seen_ink(page) > 0
     settled_screenshot(page, "serve-upload.png")
@@ -211,6 +228,14 @@ def test_draw_undo_clear_upload_on_desktop(served, browser):
     page.close()
 
 
+def in_viewport(page, selector: str) -> bool:
+    """Whether the element is entirely inside the viewport, as it stands (no scrolling)."""
+    return page.evaluate(
+        "sel => { const r = document.querySelector(sel).getBoundingClientRect();"
+        " return r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight"
+        " && r.right <= window.innerWidth; }", selector)
+
+
 def test_phone_viewport(served, browser):
     url, _ = served
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
@@ -219,14 +244,21 @@ def test_phone_viewport(served, browser):
     watch = Watch(page)
     page.goto(url + "/", wait_until="load")
     page.wait_for_function("() => document.getElementById('model-info').textContent.includes('mnist_sample')")
-    widths = page.evaluate(
-        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], f"horizontal scroll on a phone: {widths}"
     pad = page.locator("#pad").bounding_box()
     assert 250 <= pad["width"] <= 390 and abs(pad["width"] - pad["height"]) < 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-phone-empty.png"))
     stroke(page, [(0.3, 0.2), (0.7, 0.2), (0.4, 0.85)])  # a 7
     wait_for_bars_other_than(page, ["–"] * 10)
-    settled_screenshot(page, "serve-phone.png")
+    # The prediction is visible while drawing: pad, label and every bar on one screen.
+    for selector in ("#pad", "#label", "#bars li:last-child"):
+        assert in_viewport(page, selector), selector
+    assert page.evaluate("() => window.scrollY") == 0
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"horizontal scroll on a phone: {widths}"
+    settled_screenshot(page, "serve-phone.png", full_page=False)
     watch.assert_clean(url)
     context.close()
 

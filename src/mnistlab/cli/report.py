@@ -23,10 +23,9 @@ def report_cmd(run, no_graphviz):
 @click.argument("runs", nargs=-1, type=click.Path())
 @click.option(
     "--out",
-    default=".",
-    show_default=True,
     type=click.Path(file_okay=False),
-    help="Folder that receives compare.html and compare.png.",
+    help="Folder that receives compare.html and compare.png "
+    "(default: a new folder runs/compare-<time>/).",
 )
 def compare_cmd(runs, out):
     """Compare two or more runs: config differences, metrics and validation curves."""

@@ -63,8 +63,36 @@ def prediction_figure(
     ax_bar.set_ylabel("class")
     ax_bar.set_title("Model output (softmax)")
     for i, p in enumerate(probs):
-        ax_bar.text(min(p + 0.01, 0.9), i, f"{p:.3f}", va="center", fontsize=8)
+        # Beside the bar's end; a bar too long for that gets its label inside, in the colour that
+        # contrasts with the bar.
+        if p <= 0.85:
+            ax_bar.text(p + 0.01, i, f"{p:.3f}", va="center", fontsize=9, color="black")
+        else:
+            ax_bar.text(
+                p - 0.01,
+                i,
+                f"{p:.3f}",
+                va="center",
+                ha="right",
+                fontsize=9,
+                color=text_color(colors[i]),
+            )
     return fig
+
+
+def text_color(background: str) -> str:
+    """``black`` or ``white``, whichever reads better on ``background`` (any matplotlib colour).
+
+    Uses the WCAG relative luminance: white on backgrounds darker than about 18 % grey.
+    """
+    from matplotlib.colors import to_rgb
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in to_rgb(background))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return "white" if luminance < 0.179 else "black"
 
 
 def mistakes_figure(

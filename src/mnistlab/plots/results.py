@@ -12,29 +12,30 @@ from mnistlab.plots.base import CORRECT, WRONG, class_name, new_figure
 def curves_figure(history: list[dict]) -> Figure:
     """Training vs validation loss and accuracy over epochs, side by side.
 
+    One legend for both panels sits below them, outside the axes, so it never covers a curve.
+
     Args:
         history: one dict per epoch with ``epoch``, ``loss``, ``accuracy``, ``val_loss``,
             ``val_accuracy`` (the rows of ``history.csv``).
     """
-    fig = new_figure(10, 3.8)
+    fig = new_figure(10, 4.1)
     ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [int(r["epoch"]) for r in history]
     marker = "o" if len(epochs) <= 20 else None
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
-        ax.plot(epochs, [r[key] for r in history], marker=marker, label=f"train {label}")
-        ax.plot(
-            epochs, [r[f"val_{key}"] for r in history], marker=marker, label=f"validation {label}"
-        )
+        ax.plot(epochs, [r[key] for r in history], marker=marker, label="training")
+        ax.plot(epochs, [r[f"val_{key}"] for r in history], marker=marker, label="validation")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
         if epochs:
             ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     ax_loss.set_title("Loss (categorical cross-entropy)")
     ax_acc.set_title("Accuracy")
-    if not epochs:
+    if epochs:
+        fig.legend(*ax_loss.get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    else:
         for ax in (ax_loss, ax_acc):
             ax.text(
                 0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes
@@ -50,7 +51,7 @@ def compare_curves_figure(histories: list[list[dict]], labels: list[str]) -> Fig
             ``val_accuracy``); a run with no rows yet draws nothing.
         labels: per run, the legend entry (drawn as plain text, never as math).
     """
-    fig = new_figure(11, 4.2)
+    fig = new_figure(11, 4.2 + 0.25 * ((len(labels) + 1) // 2))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for rows, label in zip(histories, labels, strict=True):
         epochs = [r["epoch"] for r in rows]
@@ -63,14 +64,18 @@ def compare_curves_figure(histories: list[list[dict]], labels: list[str]) -> Fig
         ax.set_ylabel(name)
         ax.set_title(name.capitalize())
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=8)
-    for text in ax_acc.get_legend().get_texts():
+    # Below both panels, outside the axes: the legend never covers a curve.
+    legend = fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    for text in legend.get_texts():
         text.set_parse_math(False)
     return fig
 
 
 def confusion_figure(matrix, class_names) -> Figure:
     """Annotated confusion-matrix heatmap: true labels on rows, predicted labels on columns.
+
+    The counts are drawn at ``confusion_fontsize(C)`` points: for 10 classes the 9.2-inch-wide
+    PNG is shown at full size in the report at 1280 px, so 10 pt is 10 * 100 / 72 = 14 px.
 
     Args:
         matrix: int ``(C, C)``; ``matrix[i, j]`` counts test images of class ``i`` predicted ``j``.
@@ -107,10 +112,18 @@ def confusion_figure(matrix, class_names) -> Figure:
                     str(cm[i, j]),
                     ha="center",
                     va="center",
-                    fontsize=8 if c <= 12 else 6,
+                    fontsize=confusion_fontsize(c),
                     color="white" if cm[i, j] > threshold else "black",
                 )
     return fig
+
+
+def confusion_fontsize(num_classes: int) -> float:
+    """The size in points of the counts in a confusion matrix of ``num_classes`` classes.
+
+    Large enough to read, small enough that a four-digit count fits its cell.
+    """
+    return 10.0 if num_classes <= 12 else 8.0 if num_classes <= 20 else 6.0
 
 
 def confidence_figure(probabilities: np.ndarray, labels: np.ndarray) -> Figure:
@@ -126,7 +139,7 @@ def confidence_figure(probabilities: np.ndarray, labels: np.ndarray) -> Figure:
     probs = np.asarray(probabilities, dtype=np.float64)
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(labels)
-    fig = new_figure(10, 3.8)
+    fig = new_figure(10, 4.2)
     ax_hist, ax_rel = fig.subplots(1, 2)
     bins = np.linspace(0, 1, 21)
     ax_hist.hist(
@@ -139,7 +152,8 @@ def confidence_figure(probabilities: np.ndarray, labels: np.ndarray) -> Figure:
     ax_hist.set_xlabel("winning probability (confidence)")
     ax_hist.set_ylabel("test images (log scale)")
     ax_hist.set_title("Confidence of correct vs wrong predictions")
-    ax_hist.legend(loc="upper left")
+    # Legends go below the axes, where they cover no bar and no point.
+    ax_hist.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     edges = np.linspace(0, 1, 11)
     which = np.clip(np.digitize(conf, edges) - 1, 0, 9)
     centers, accs, counts = [], [], []
@@ -160,5 +174,5 @@ def confidence_figure(probabilities: np.ndarray, labels: np.ndarray) -> Figure:
     ax_rel.set_ylabel("accuracy in bin")
     ax_rel.set_title(f"Reliability (expected calibration error {ece:.3f})")
     ax_rel.grid(alpha=0.3)
-    ax_rel.legend(loc="upper left")
+    ax_rel.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     return fig

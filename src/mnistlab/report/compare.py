@@ -1,11 +1,15 @@
 """Compare runs: the config keys that differ, the metrics, and the validation curves overlaid.
 
 Writes ``compare.html`` (self-contained, rendered with the report's template kit) and
-``compare.png``; returns a ``Comparison`` whose ``table()`` is the text the CLI prints.
+``compare.png`` into a new folder ``runs/compare-<time>/`` (or the folder the caller names);
+returns a ``Comparison`` whose ``table()`` is the text the CLI prints. Runs are named by their
+label and seed (``tutorial+epochs=5-seed111``), not by their long directory names.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,7 @@ class Comparison:
     """The outcome of ``compare_runs``.
 
     Attributes:
-        labels: one short name per run (its directory name, or the path if names clash).
+        labels: one short name per run (``short_names``); the page maps each to its directory.
         config_diff: ``(key, [value per run])`` for every config key whose values differ.
         metrics: one row per run, matching ``METRIC_HEADERS``.
         html_path: the written ``compare.html``.
@@ -61,6 +65,62 @@ def config_differences(configs: list[dict]) -> list[tuple[str, list[str]]]:
     return [(k, values) for k, values in rows if len(set(values)) > 1]
 
 
+def short_names(runs) -> list[str]:
+    """A short name per run: its label and seed, e.g. ``tutorial+epochs=5-seed111``.
+
+    The label is the preset plus the settings that differ from it (``mnistlab.config.label``),
+    less the settings every compared run shares: only what tells the runs apart. The dataset is
+    added when the runs differ in it; if names still clash, each gets a letter (``A: tutorial-seed1``,
+    ``B: tutorial-seed1``), and the page's legend lists the directories.
+    """
+    from mnistlab.config import label
+
+    parts = [label(r.config, limit=10_000).split("+") for r in runs]
+    shared = set.intersection(*(set(p[1:]) for p in parts))
+    datasets = [str(r.manifest.get("dataset", {}).get("name", "?")) for r in runs]
+    names = [
+        "+".join([p[0], *(x for x in p[1:] if x not in shared)])
+        + (f"-{d}" if len(set(datasets)) > 1 else "")
+        + f"-seed{r.config.seed}"
+        for p, r, d in zip(parts, runs, datasets, strict=True)
+    ]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{_letter(i)}: {n}" for i, n in enumerate(names)]
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else str(i + 1)
+
+
+def new_compare_dir(root: str | Path = "runs", now: dt.datetime | None = None) -> Path:
+    """Create a new, empty ``<root>/compare-<YYYYmmdd-HHMMSS>`` folder and return it.
+
+    ``os.mkdir`` is exclusive: an existing comparison is never overwritten; a clash within the
+    same second gets ``-2``, ``-3``... appended.
+
+    Raises:
+        RunError: ``root`` cannot hold a new folder.
+    """
+    root = Path(root)
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 10_000):
+            path = root / (f"compare-{stamp}" if k == 1 else f"compare-{stamp}-{k}")
+            try:
+                os.mkdir(path)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise RunError(
+            f"cannot create a comparison folder under {root}: {e.strerror or e}. "
+            "Pass --out a folder you can write to."
+        ) from None
+    raise RunError(f"could not create a new comparison folder under {root}; clean it up")
+
+
 def _metric_row(label: str, run) -> list[str]:
     m, met = run.manifest, run.metrics
     return [
@@ -74,20 +134,23 @@ def _metric_row(label: str, run) -> list[str]:
     ]
 
 
-def compare_runs(paths, out: str | Path = ".") -> Comparison:
-    """Compare two or more run directories and write ``compare.html`` and ``compare.png`` to ``out``.
+def compare_runs(paths, out: str | Path | None = None, root: str | Path = "runs") -> Comparison:
+    """Compare two or more run directories and write ``compare.html`` and ``compare.png``.
 
     Runs that did not finish are accepted (their curves so far are shown, metrics are ``-``).
 
     Args:
         paths: run directories.
-        out: folder for the two files (created if missing).
+        out: folder for the two files (created if missing; files in it are replaced). Default:
+            a new folder ``<root>/compare-<time>/`` (``new_compare_dir``), never an old one.
+        root: where the default folder goes.
 
     Returns:
         A ``Comparison``.
 
     Raises:
-        RunError: fewer than two runs, or a path that is not a run directory.
+        RunError: fewer than two runs, a path that is not a run directory, or an unusable
+            output folder.
     """
     from mnistlab.files import write_bytes, write_text
     from mnistlab.plots import compare_curves_figure, png_bytes
@@ -100,13 +163,15 @@ def compare_runs(paths, out: str | Path = ".") -> Comparison:
             f"{[str(p) for p in paths]}. Example: mnistlab compare runs/A runs/B"
         )
     runs = [load_run(p, require_complete=False) for p in paths]
-    names = [r.path.name for r in runs]
-    labels = names if len(set(names)) == len(names) else [str(r.path) for r in runs]
+    labels = short_names(runs)
     diff = config_differences([flatten(r.config.model_dump()) for r in runs])
     metrics = [_metric_row(label, r) for label, r in zip(labels, runs, strict=True)]
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        out = new_compare_dir(root)
+    else:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
     png = png_bytes(compare_curves_figure([r.history for r in runs], labels))
     png_path, html_path = out / "compare.png", out / "compare.html"
     write_bytes(png_path, png)

@@ -173,12 +173,14 @@ def exports_section(run) -> dict | None:
 def provenance_section(run) -> dict:
     """Versions and platform (``rows``), the command line, and the sha256 of each file."""
     m = run.manifest
+    versions = {"mnistlab": m.get("mnistlab_version", "-"), **(m.get("versions") or {})}
+    # One row per fact: the manifest records mnistlab's version twice (on its own and among the
+    # versions).
     rows = [
         ("run directory", run.path.name),
-        ("mnistlab", m.get("mnistlab_version", "-")),
+        *versions.items(),
         ("backend", m.get("backend", "-")),
         ("platform", m.get("platform", "-")),
-        *(m.get("versions") or {}).items(),
     ]
     files = [[f"dataset: {k}", v] for k, v in (_dataset(run).get("sha256") or {}).items()]
     files += [[k, v] for k, v in (m.get("files") or {}).items()]

@@ -15,7 +15,17 @@ TUTORIAL_RECIPE = {
     "train.batch_size": 128,
     "data.val_fraction": 0.3,
 }
-FASHION_RANGE = (0.85, 0.88)
+# What a default Fashion-MNIST run scores, measured rather than guessed: plain Keras
+# ``model.fit(shuffle=True)`` with the tutorial recipe (50 epochs, SGD lr 0.01, batch 128) on full
+# Fashion-MNIST gave 0.8472 +- 0.0281 test accuracy (mean +- sd over seeds 1-5), mnistlab's own
+# loop 0.8445 +- 0.0159: `bench/accuracy_parity.py --seeds 5`, run 2026-11-29 (README,
+# "Accuracy does not pay for the speed"). SGD at lr 0.01 still oscillates at epoch 50, hence the
+# spread. The expected range is plain Keras's mean +- 2 sd: about 95 % of seeds land inside it.
+FASHION_KERAS = {"mean": 0.8472, "sd": 0.0281, "seeds": 5}
+FASHION_RANGE = (
+    round(FASHION_KERAS["mean"] - 2 * FASHION_KERAS["sd"], 2),
+    round(FASHION_KERAS["mean"] + 2 * FASHION_KERAS["sd"], 2),
+)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -66,14 +76,7 @@ def parity_verdict(dataset: str, accuracy: float, params: int, differences: list
             head = f"Below the tutorial by {-gap:.2f} points of test accuracy."
         return head + " Same dataset (MNIST), so the numbers compare directly." + recipe
     if dataset == "fashion_mnist":
-        lo, hi = FASHION_RANGE
-        where = "inside" if lo <= accuracy <= hi else "above" if accuracy > hi else "below"
-        return (
-            f"Fashion-MNIST (clothing photos) is a harder dataset than MNIST digits: shirts, "
-            f"pullovers and coats look alike at 28x28. For this MLP a test accuracy of about "
-            f"{lo:.2f}-{hi:.2f} is expected, not the tutorial's 0.9639; this run's "
-            f"{accuracy:.4f} is {where} that range." + recipe
-        )
+        return _fashion_verdict(accuracy, bool(differences)) + recipe
     if dataset == "digits":
         return (
             f"Not comparable: scikit-learn's digits are 1,797 images of 8x8 pixels with 17 "
@@ -91,3 +94,25 @@ def parity_verdict(dataset: str, accuracy: float, params: int, differences: list
         "Not comparable: this run used your own data; the tutorial's figures are for MNIST's "
         "test set and say nothing about another dataset."
     )
+
+
+def _fashion_verdict(accuracy: float, changed: bool) -> str:
+    """Where a Fashion-MNIST accuracy sits against plain Keras's spread over seeds."""
+    lo, hi = FASHION_RANGE
+    k = FASHION_KERAS
+    head = (
+        "Fashion-MNIST (clothing photos) is a harder dataset than MNIST digits: shirts, "
+        "pullovers and coats look alike at 28x28, so the tutorial's 0.9639 does not apply. "
+        f"Plain Keras with the tutorial's recipe scores {k['mean']:.4f} \u00b1 {k['sd']:.4f} "
+        f"(mean \u00b1 sd over {k['seeds']} seeds), so {lo:.2f}-{hi:.2f} is the expected range. "
+    )
+    if lo <= accuracy <= hi:
+        return head + f"This run's {accuracy:.4f} is inside that range: as expected."
+    where = "above" if accuracy > hi else "below"
+    cause = (
+        "the recipe changes are the likely reason"
+        if changed
+        else "with the tutorial's recipe about 1 seed in 20 lands outside it, so this is "
+        "probably an unusual seed; try another with --seed"
+    )
+    return head + f"This run's {accuracy:.4f} is {where} that range: {cause}."

@@ -28,6 +28,13 @@
   let sent = 0; // request counter: only the newest answer is shown
   let lastSent = 0;
   let timer = null;
+  let queued = false; // a picture is waiting for its request (timer or PNG encoding pending)
+
+  // body[data-predicting] is "yes" from a change of the picture until the answer for the newest
+  // picture is shown, then "no": a fixed point for tests and assistive tools to wait for.
+  function setPredicting(busy) {
+    document.body.dataset.predicting = busy ? "yes" : "no";
+  }
 
   // Drawing -----------------------------------------------------------------------------------
 
@@ -145,10 +152,14 @@
 
   function schedule(now) {
     clearTimeout(timer);
+    queued = true;
+    setPredicting(true);
     const wait = now ? 0 : Math.max(0, LIVE_MS - (performance.now() - lastSent));
     timer = setTimeout(() => {
       lastSent = performance.now();
-      pad.toBlob((blob) => blob && predict(blob, "drawing.png"), "image/png");
+      pad.toBlob((blob) => {
+        if (blob) predict(blob, "drawing.png");
+      }, "image/png");
     }, wait);
   }
 
@@ -156,6 +167,8 @@
     // Answers can arrive out of order; only the newest request's answer is shown. Older ones
     // are not aborted: they cost the server a millisecond and aborting shows as failed requests.
     const id = ++sent;
+    queued = false;
+    setPredicting(true);
     const form = new FormData();
     form.append("file", blob, name);
     let response;
@@ -165,14 +178,16 @@
       body = await response.json();
     } catch (err) {
       if (id === sent) showError("Cannot reach the server: " + err.message);
+      if (id === sent && !queued) setPredicting(false);
       return;
     }
     if (id !== sent) return; // a newer picture is on its way
     if (!response.ok) {
       showError(body && body.detail ? body.detail : `The server answered ${response.status}.`);
-      return;
+    } else {
+      showPrediction(body);
     }
-    showPrediction(body);
+    if (!queued) setPredicting(false);
   }
 
   // Showing -----------------------------------------------------------------------------------
@@ -257,6 +272,8 @@
   function showEmpty() {
     sent++; // any answer still on its way is for a picture that is gone
     clearTimeout(timer);
+    queued = false;
+    setPredicting(false);
     labelEl.textContent = "Draw a digit to see a prediction.";
     delete labelEl.dataset.label;
     messageEl.textContent = "";
@@ -299,5 +316,6 @@
   clearPad();
   showSeen(null);
   buildBars();
+  setPredicting(false);
   loadModelInfo();
 })();
