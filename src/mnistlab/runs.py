@@ -49,7 +49,20 @@ def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int,
     except OSError as e:
         raise unusable_out(root, e) from None
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{_slug(preset)}-{_slug(dataset)}-seed{seed}"
+    try:
+        return fresh_folder(root, f"{stamp}-{_slug(preset)}-{_slug(dataset)}-seed{seed}")
+    except OSError as e:
+        raise unusable_out(root, e) from None
+
+
+def fresh_folder(root: Path, base: str) -> Path:
+    """Create ``root/base`` (or ``base-2``, ``base-3``... if taken) exclusively and return it.
+
+    ``os.mkdir`` is atomic, so two processes never get the same folder.
+
+    Raises:
+        RunError: 10,000 names are taken. OSError: ``root`` cannot hold a new folder.
+    """
     for k in range(1, 10_000):
         path = root / (base if k == 1 else f"{base}-{k}")
         try:
@@ -57,9 +70,7 @@ def create_run_dir(root: str | Path, preset: str, dataset: str, seed: int,
             return path
         except FileExistsError:
             continue
-        except OSError as e:
-            raise unusable_out(root, e) from None
-    raise RunError(f"could not create a new run directory under {root}; clean it up and retry")
+    raise RunError(f"could not create a new folder {base} under {root}; clean it up and retry")
 
 
 def unusable_out(root: Path, e: OSError) -> RunError:

@@ -71,6 +71,7 @@ import math
 import numpy as np
 
 from mnistlab.engine.conv_plan import CHUNK, ConvPlan, read_plan
+from mnistlab.engine.fit import int_labels
 from mnistlab.errors import ModelError
 
 log = logging.getLogger("mnistlab.engine")
@@ -90,19 +91,6 @@ def _pixels(x, plan: ConvPlan, what: str) -> tuple[np.ndarray, np.float32]:
         )
     scale = np.float32(1.0 / 255.0) if u8 else np.float32(1.0)
     return x.reshape(len(x), per), scale
-
-
-def _labels(y, classes: int, what: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2:  # one-hot
-        y = y.argmax(1)
-    y = y.astype(np.int64)
-    if y.ndim != 1 or (len(y) and (y.min() < 0 or y.max() >= classes)):
-        raise ModelError(
-            f"{what} must be int labels (N,) in 0..{classes - 1} or one-hot (N, {classes}); "
-            f"received shape {y.shape}"
-        )
-    return y
 
 
 def _scratch(plan: ConvPlan, chunk: int, workers: int):
@@ -186,12 +174,12 @@ class _Trainer:
 
 def _validate(x_train, y_train, x_val, y_val, plan: ConvPlan):
     x, scale = _pixels(x_train, plan, "x_train")
-    y = _labels(y_train, plan.classes, "y_train")
+    y = int_labels(y_train, plan.classes, "y_train")
     if x_val is None or not len(x_val):
         xv, yv = x[:0], y[:0]
     else:
         xv, _ = _pixels(x_val, plan, "x_val")
-        yv = _labels(y_val, plan.classes, "y_val")
+        yv = int_labels(y_val, plan.classes, "y_val")
         if xv.dtype != x.dtype:
             raise ModelError(
                 f"x_train and x_val must have the same dtype; received {x.dtype} and {xv.dtype}"

@@ -225,9 +225,9 @@ def _data(plan, x_train, y_train, x_val, y_val):
     """Flat rows and int labels ``(x, y, xv, yv)``, checked against the plan."""
     n_in, n_classes = plan[0].kernel.shape[0], plan[-1].kernel.shape[1]
     x = _flat(x_train, n_in, "x_train")
-    y = _labels(y_train, n_classes, "y_train")
+    y = int_labels(y_train, n_classes, "y_train")
     xv = _flat(x_val, n_in, "x_val") if x_val is not None else np.empty((0, n_in), np.float32)
-    yv = _labels(y_val, n_classes, "y_val") if y_val is not None else np.empty(0, np.int64)
+    yv = int_labels(y_val, n_classes, "y_val") if y_val is not None else np.empty(0, np.int64)
     if len(x) != len(y) or len(xv) != len(yv) or not len(x):
         raise ModelError(
             "x and y must have the same, non-zero number of samples; received "
@@ -255,7 +255,8 @@ def _floats(x: np.ndarray) -> np.ndarray:
     return to_input(x) if x.dtype == np.uint8 else x
 
 
-def _labels(y: np.ndarray, n_classes: int, what: str) -> np.ndarray:
+def int_labels(y: np.ndarray, n_classes: int, what: str) -> np.ndarray:
+    """Int labels ``(N,)`` from int or one-hot labels, checked against ``n_classes``."""
     y = np.asarray(y)
     if y.ndim == 2:  # one-hot
         y = y.argmax(1)

@@ -9,13 +9,13 @@ label and seed (``tutorial+epochs=5-seed111``), not by their long directory name
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnistlab.errors import RunError
 from mnistlab.report.kit import num, render
 from mnistlab.report.parity import flatten
+from mnistlab.runs import fresh_folder
 
 METRIC_HEADERS = ["run", "dataset", "status", "epochs", "test acc", "test loss", "time"]
 
@@ -106,19 +106,12 @@ def new_compare_dir(root: str | Path = "runs", now: dt.datetime | None = None) -
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        for k in range(1, 10_000):
-            path = root / (f"compare-{stamp}" if k == 1 else f"compare-{stamp}-{k}")
-            try:
-                os.mkdir(path)
-                return path
-            except FileExistsError:
-                continue
+        return fresh_folder(root, f"compare-{stamp}")
     except OSError as e:
         raise RunError(
             f"cannot create a comparison folder under {root}: {e.strerror or e}. "
             "Pass --out a folder you can write to."
         ) from None
-    raise RunError(f"could not create a new comparison folder under {root}; clean it up")
 
 
 def _metric_row(label: str, run) -> list[str]:
