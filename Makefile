@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m "not slow"  # CI (.ci/run) runs the slow tests too: make test PYTEST_ARGS=
 
 .PHONY: run test lint bench clean
 

@@ -1,6 +1,7 @@
 """Multi-process training: two real processes on 127.0.0.1, JAX's CPU collectives (gloo).
 
-Every test starts real ``mnistlab train`` processes and bounds each wait; none asserts a time.
+Every job test starts real ``mnistlab train`` processes and bounds each wait; none asserts a time.
+They are marked slow (about 20-40 s each on an idle 2-core machine): CI runs them.
 """
 
 import json
@@ -118,6 +119,7 @@ def test_local_rows_split_every_global_batch_in_order():
     assert parts[1].tolist() == [4, 5, 6, 7, 12, 13, 14, 15, 18, 19]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_two_devices_and_only_process_0_writes(
         tmp_path, single_two_devices):
     results = _finish(_job(tmp_path))
@@ -136,6 +138,7 @@ def test_two_processes_train_like_two_devices_and_only_process_0_writes(
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mismatched_configs_are_refused(tmp_path):
     results = _finish(_job(tmp_path, extra1=("--seed", "5")), timeout=180)
     for code, _, err in results:
@@ -144,6 +147,7 @@ def test_mismatched_configs_are_refused(tmp_path):
     assert not any((tmp_path / "out0").glob("*/model.keras"))
 
 
+@pytest.mark.slow
 def test_a_killed_peer_stops_the_survivor_with_a_clear_error(tmp_path):
     procs = _job(tmp_path, extra=("--epochs", "10000"), extra1=("--epochs", "10000"))
     history = tmp_path / "out0"
@@ -160,6 +164,7 @@ def test_a_killed_peer_stops_the_survivor_with_a_clear_error(tmp_path):
     assert "--resume" in err
 
 
+@pytest.mark.slow
 def test_resume_when_all_processes_start_again(tmp_path, single_two_devices):
     procs = _job(tmp_path)
     deadline = time.monotonic() + 180
@@ -192,6 +197,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_a_convnet_trains_in_a_job_the_same_way(tmp_path):
     cnn = ["--preset", "cnn", "--set",
            'model.conv=[{filters=4, padding="same"}, {filters=8, padding="same"}]', "--epochs", "2"]

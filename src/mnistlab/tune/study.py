@@ -49,7 +49,7 @@ def default_study_name(config: Config) -> str:
 def threads_per_worker(workers: int) -> int:
     """Cores for each of ``workers`` processes: an equal share of this process's cores, at least
     one (more workers than cores would only take turns)."""
-    from mnistlab.blas import available_cores
+    from mnistlab.engine.blas import available_cores
 
     return max(1, available_cores() // workers)
 

@@ -3,7 +3,7 @@
 A trial needs what ``mnistlab.training.train`` does up to the end of the last epoch, and nothing
 after: no run directory, no checkpoints, no test set. The same pieces give the same numbers: the
 split of ``mnistlab.data.split``, the model of ``mnistlab.model`` and the loops of
-``mnistlab.fastloop`` (or Keras ``fit`` for ``train.loop = "fit"``), with the same seeds, so the
+``mnistlab.engine`` (or Keras ``fit`` for ``train.loop = "fit"``), with the same seeds, so the
 best trial retrained by ``train`` reproduces its validation accuracy.
 """
 
@@ -109,8 +109,8 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
         return bool(stop) or patience.done(logs)
 
     after_epoch.on_epoch_end = after_epoch  # the hook name fit_fast calls
-    if config.train.loop == "fast":
-        from mnistlab.fastloop import fit_fast
+    if config.train.loop == "fast" and config.model.kind == "mlp":  # convnets: Keras fit
+        from mnistlab.engine import fit_fast
 
         fit_fast(model, split.x, split.y, split.xv, split.yv, epochs=config.train.epochs,
                  batch_size=config.train.batch_size, optimizer=model.optimizer, seed=config.seed,
@@ -122,7 +122,7 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
 
 def _fit_keras(model, split: Split, config: Config, after_epoch: EpochHook) -> None:
     """Keras ``fit`` one epoch at a time on the same seeded order as ``mnistlab train``."""
-    from mnistlab.fastloop import permutation
+    from mnistlab.engine import permutation
     from mnistlab.model import to_input
 
     eye = np.eye(split.num_classes, dtype=np.float32)
