@@ -21,6 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from mnistlab.serving.limits import ServerLimits
 
 log = logging.getLogger(__name__)
+LINGER_S = 2.0  # after refusing a request head: how long to drain before closing
 
 
 class HeadGuardProtocol(HttpToolsProtocol):
@@ -43,6 +44,8 @@ class HeadGuardProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if getattr(self, "linger", None) is not None:
+            self.linger.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -133,7 +136,14 @@ class HeadGuardProtocol(HttpToolsProtocol):
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body))
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Lingering close: send FIN, keep reading (and dropping) what the client still sends
+        # for a moment, then close. Closing with unread input would send a reset, and the
+        # client could lose the answer before reading it.
+        self.transport.write_eof()
+        self.linger = asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
 
 
 def guarded_protocol(limits: ServerLimits) -> type[HeadGuardProtocol]:
