@@ -6,17 +6,10 @@ import math
 
 import numpy as np
 
+from mnistlab.engine.fit import OPTIMIZER_EXTRAS
 from mnistlab.errors import ModelError
 
-_PLAIN = (
-    "weight_decay",
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "use_ema",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-)
+_PLAIN = OPTIMIZER_EXTRAS  # the same optimizer settings the MLP engine refuses
 
 
 def _slots(optimizer, variables, suffix: str) -> list:

@@ -64,6 +64,11 @@ def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+# Optimizer settings the fast loops do not implement: any of them set sends training elsewhere.
+OPTIMIZER_EXTRAS = ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                    "loss_scale_factor", "gradient_accumulation_steps")
+
+
 def fit_fast(
     model,
     x_train,
@@ -194,18 +199,7 @@ def _sgd_supported(plan: list[Dense], optimizer) -> bool:
     if type(optimizer) is not keras.optimizers.SGD:
         return False
     cfg = optimizer.get_config()
-    plain = all(
-        cfg.get(k) in (None, False)
-        for k in (
-            "weight_decay",
-            "clipnorm",
-            "clipvalue",
-            "global_clipnorm",
-            "use_ema",
-            "loss_scale_factor",
-            "gradient_accumulation_steps",
-        )
-    )
+    plain = all(cfg.get(k) in (None, False) for k in OPTIMIZER_EXTRAS)
     hidden_ok = all(d.activation in _SGD_ACTIVATIONS for d in plan[:-1])
     return plain and hidden_ok and isinstance(cfg["learning_rate"], float)
 
