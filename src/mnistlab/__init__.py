@@ -19,6 +19,7 @@ _LAZY = {
     "load_config": "mnistlab.config",
     "train": "mnistlab.training",
     "load_run": "mnistlab.runs",
+    "load_study": "mnistlab.tune.folder",
     "evaluate": "mnistlab.evaluation",
     "Predictor": "mnistlab.inference",
     "preprocess_image": "mnistlab.preprocess",

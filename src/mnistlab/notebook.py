@@ -82,6 +82,42 @@ def run_html(run) -> str:
             f"<code>{html.escape(run.path.name)}</code><table>{body}</table>{link}</div>")
 
 
+def study_html(folder, summary: dict) -> str:
+    """A compact HTML summary of a study folder: trials by state, the best trial and its
+    parameters, the retrained run's test accuracy, and links to tune.html and the run's report."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    trials = summary.get("trials") or {}
+    best = summary.get("best") or {}
+    retrained = summary.get("retrained") or {}
+    rows = [
+        ("dataset", summary.get("dataset", "?")),
+        ("preset", summary.get("preset", "?")),
+        ("trials", ", ".join(f"{n} {state}" for state, n in sorted(trials.items())) or "none"),
+    ]
+    if best:
+        rows.append(("best trial", f"#{best['number']}: validation accuracy "
+                     f"{best['val_accuracy']:.4f}"))
+        rows += [(f"  {k}", _short(v)) for k, v in sorted(best.get("params", {}).items())]
+    if retrained.get("test_accuracy") is not None:
+        rows.append(("retrained test accuracy", f"{retrained['test_accuracy']:.4f}"))
+    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                   f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    links = [(folder / "tune.html", "tune.html")]
+    if retrained.get("run"):
+        links.append((folder / retrained["run"] / "report.html", "retrained run's report"))
+    anchors = " · ".join(f"<a href='{html.escape(p.as_posix())}' target='_blank'>"
+                         f"{html.escape(text)}</a>" for p, text in links if p.exists())
+    return (f"<div class='mnistlab-study'><strong>mnistlab study</strong> "
+            f"<code>{html.escape(str(summary.get('study', folder.name)))}</code>"
+            f"<table>{body}</table><div>{anchors}</div></div>")
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _config_or_none(run):
     try:
         return run.config

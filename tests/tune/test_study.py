@@ -71,6 +71,20 @@ def test_study_prunes_continues_and_retrains_the_best(tmp_path, base, space_file
     assert f'href="{retrained["run"]}/report.html"' in html
     assert "http://" not in html and "https://" not in html  # self-contained
 
+    # In Jupyter, the result and a loaded study folder show the same compact summary.
+    import mnistlab
+
+    shown = mnistlab.load_study(folder)._repr_html_()
+    assert shown == second._repr_html_()
+    assert f"#{study.best_trial.number}: validation accuracy {study.best_value:.4f}" in shown
+    assert f"retrained test accuracy</th><td style='text-align:left'>" \
+           f"{retrained['test_accuracy']:.4f}" in shown
+    assert "train.learning_rate" in shown and "7 complete" not in shown
+    assert f"href='{(folder / 'tune.html').as_posix()}'" in shown
+    assert f"href='{(folder / retrained['run'] / 'report.html').as_posix()}'" in shown
+    with pytest.raises(TuneError, match="not a study folder"):
+        mnistlab.load_study(tmp_path)
+
 
 def test_failed_trial_is_recorded_with_its_reason(base, space_file):
     # A split whose labels (0..9) do not fit the model's 5-way output: fit_fast refuses it, as it

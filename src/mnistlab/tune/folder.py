@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from mnistlab.config import Config, to_toml
@@ -85,6 +86,29 @@ def read_summary(folder: str | Path) -> dict:
     if not isinstance(data, dict):
         raise TuneError(f"{path} is corrupt (expected a JSON object)")
     return data
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study folder as ``mnistlab tune`` left it: its path and ``tune.json`` summary. Jupyter
+    shows it as a compact summary (``_repr_html_``)."""
+
+    folder: Path
+    summary: dict
+
+    def _repr_html_(self) -> str:
+        from mnistlab.notebook import study_html
+
+        return study_html(self.folder, self.summary)
+
+
+def load_study(folder: str | Path) -> Study:
+    """Read a ``runs/tune-<study>`` folder.
+
+    Raises:
+        TuneError: the folder or its summary is missing or unreadable.
+    """
+    return Study(Path(folder), read_summary(folder))
 
 
 def write_summary(folder: Path, summary: dict) -> None:

@@ -40,6 +40,9 @@ class TuneResult:
     interrupted: bool
     ran: int  # trials this call finished
 
+    def _repr_html_(self) -> str:  # Jupyter shows the result as the study's summary
+        return files.Study(self.folder, self.summary)._repr_html_()
+
 
 def default_study_name(config: Config) -> str:
     """``<preset>-<dataset>``, e.g. ``tutorial-fashion_mnist``."""
