@@ -59,7 +59,26 @@ def _dataset_record(ds: Dataset, n_train: int, n_val: int) -> dict:
     }
 
 
-def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel) -> dict:
+def _step_callback(progress, epoch: int, epochs: int):
+    """A Keras callback that passes each step's running loss and accuracy to ``progress.step``
+    (the terminal's bar inside a long epoch); None when ``progress`` has no ``step``."""
+    step = getattr(progress, "step", None)
+    if step is None:
+        return None
+    import keras
+
+    class Steps(keras.callbacks.Callback):
+        def on_epoch_begin(self, _epoch, logs=None):
+            step(epoch + 1, epochs, 0, self.params.get("steps") or 0, None)
+
+        def on_train_batch_end(self, batch, logs=None):
+            step(epoch + 1, epochs, batch + 1, self.params.get("steps") or 0, logs or {})
+
+    return Steps()
+
+
+def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel,
+               progress=None) -> dict:
     """One epoch of plain ``keras.Model.fit`` on a seeded permutation of the training set.
 
     In a multi-process job every process permutes the whole set the same way, then feeds only
@@ -72,9 +91,11 @@ def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, paral
     if parallel is not None:
         (x, y_onehot), (xv, yv_onehot) = parallel.local(x, y_onehot), parallel.local(xv, yv_onehot)
         batch_size = parallel.batch_size
+    steps = _step_callback(progress, epoch, cfg.train.epochs)
     hist = model.fit(
         x, y_onehot, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
         validation_data=(xv, yv_onehot), shuffle=False, verbose=0,
+        callbacks=[steps] if steps else None,
     )
     return {k: float(v[-1]) for k, v in hist.history.items()}
 
@@ -261,7 +282,9 @@ def train(
         dataset: already-loaded data; by default loaded from ``config.data``.
         out: the folder that receives the new run directory.
         command: the command line to record (default ``sys.argv``).
-        progress: called after every epoch with ``(epoch, epochs, logs)``.
+        progress: called after every epoch with ``(epoch, epochs, logs)``; if it has a
+            ``step(epoch, epochs, step, steps, logs)`` method, Keras-fit epochs (convnets) call it
+            after every step with the running loss and accuracy, and with step 0 at the start.
         report: build figures and report.html (default ``config.report.enabled``).
         resume: an interrupted run directory to continue from its last checkpoint.
         job: a ``mnistlab.cluster.JobSpec`` to join a multi-process job (data parallel over every
@@ -452,7 +475,7 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):
-        logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch, parallel)
+        logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch, parallel, on_epoch_end.progress)
         if on_epoch_end(epoch, logs):
             break
     return None

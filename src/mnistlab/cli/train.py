@@ -7,12 +7,11 @@ import sys
 import click
 
 
-def _progress(epoch: int, epochs: int, logs: dict) -> None:
-    click.echo(
-        f"Epoch {epoch}/{epochs} - {logs['seconds']:.2f}s - loss: {logs['loss']:.4f} - "
-        f"accuracy: {logs['accuracy']:.4f} - val_loss: {logs['val_loss']:.4f} - "
-        f"val_accuracy: {logs['val_accuracy']:.4f}"
-    )
+def _progress(quiet: bool):
+    """Epoch lines (and a bar inside long epochs on a terminal), or nothing with --quiet."""
+    from mnistlab.cli.progress import EpochProgress
+
+    return None if quiet else EpochProgress()
 
 
 def _fell_back(name: str, error: Exception, next_name: str) -> None:
@@ -61,7 +60,7 @@ def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_
     job = job_from(coordinator, num_processes, process_id)
     if job and not is_job_child():  # the job runs in a child; its breakdown becomes one error
         sys.exit(supervise(sys.argv[1:], job))
-    progress = None if quiet else _progress
+    progress = _progress(quiet)
     if resume:
         _done(train(resume=resume, command=sys.argv, report=report, progress=progress, job=job), job)
         return
@@ -103,7 +102,7 @@ def rerun_cmd(run, out, report, quiet):
     """Train again from RUN's recorded config; report whether the result is bit-identical."""
     from mnistlab.training import rerun
 
-    new, rep = rerun(run, out=out, progress=None if quiet else _progress, report=report)
+    new, rep = rerun(run, out=out, progress=_progress(quiet), report=report)
     click.echo(f"New run: {new.path}")
     click.echo(f"Weights bit-identical: {'yes' if rep['weights_identical'] else 'NO'}")
     click.echo(f"Metrics identical:     {'yes' if rep['metrics_identical'] else 'NO'} "
