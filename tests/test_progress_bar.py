@@ -67,7 +67,7 @@ def test_a_convnet_epoch_reports_every_step_with_running_figures(tmp_path):
         calls = [s for s in seen.steps if s[0] == epoch]
         assert [s[2] for s in calls] == list(range(steps + 1))
         assert all(s[1] == 2 and s[3] == steps for s in calls)
-        assert all(0 < s[4]["loss"] and 0 <= s[4]["accuracy"] <= 1 for s in calls[1:])
+        assert all(s[4]["loss"] > 0 and 0 <= s[4]["accuracy"] <= 1 for s in calls[1:])
     # the last step's running figures are the epoch's training figures
     last = [s for s in seen.steps if s[0] == 2][-1][4]
     assert math.isclose(last["loss"], run.history[1]["loss"], rel_tol=1e-5)
