@@ -96,11 +96,27 @@ class TrainConfig(_Section):
         "fast", description="fast: mnistlab.engine (compiled or numpy SGD, jitted JAX scan otherwise); fit: keras Model.fit"
     )
     devices: str = Field("1", description="number of devices for data-parallel training, or 'all'")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate: constant, or cosine decay to 0 over all steps")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="of the cross-entropy targets")
 
     @field_validator("devices", mode="before")
     @classmethod
     def _devices_as_text(cls, v):
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class AugmentConfig(_Section):
+    """On-the-fly augmentation of the training images (``mnistlab.augment``); all 0: off."""
+
+    shift: float = Field(0.0, ge=0.0, le=0.5, description="largest shift, as a fraction of the size")
+    rotation: float = Field(0.0, ge=0.0, le=180.0, description="largest rotation in degrees")
+    zoom: float = Field(0.0, ge=0.0, le=0.5, description="largest zoom in or out, as a fraction")
+    flip: bool = Field(False, description="mirror half the images left-right (clothes, not digits)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift or self.rotation or self.zoom or self.flip)
 
 
 class ReportConfig(_Section):
@@ -113,6 +129,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
 

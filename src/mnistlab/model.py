@@ -106,26 +106,39 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     return keras.Model(inputs, x, name=name)
 
 
-def build_optimizer(cfg: TrainConfig):
-    """Return a fresh Keras optimizer for ``cfg`` (SGD, Adam or RMSprop with its parameters)."""
+def build_optimizer(cfg: TrainConfig, steps_per_epoch: int | None = None):
+    """Return a fresh Keras optimizer for ``cfg`` (SGD, Adam or RMSprop with its parameters).
+
+    ``schedule = "cosine"`` decays the learning rate to 0 over ``epochs * steps_per_epoch`` steps
+    (keyed to the optimizer's own step count, so resuming continues the curve).
+
+    Raises:
+        ConfigError: a schedule is set but ``steps_per_epoch`` is not given.
+    """
     import keras
 
+    lr = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        if not steps_per_epoch:
+            from mnistlab.errors import ConfigError
+
+            raise ConfigError("train.schedule = \"cosine\" needs the number of steps per epoch")
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.epochs * steps_per_epoch)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(
-            cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon
-        )
-    return keras.optimizers.RMSprop(
-        cfg.learning_rate, rho=cfg.rho, momentum=cfg.momentum, epsilon=cfg.epsilon
-    )
+        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
+    return keras.optimizers.RMSprop(lr, rho=cfg.rho, momentum=cfg.momentum, epsilon=cfg.epsilon)
 
 
-def compile_model(model, cfg: TrainConfig):
-    """Compile with the configured optimizer, categorical cross-entropy and accuracy."""
-    model.compile(
-        optimizer=build_optimizer(cfg), loss="categorical_crossentropy", metrics=["accuracy"]
-    )
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int | None = None):
+    """Compile with the configured optimizer, categorical cross-entropy (with the configured
+    label smoothing) and accuracy. ``steps_per_epoch`` is needed by a learning-rate schedule."""
+    import keras
+
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+            if cfg.label_smoothing else "categorical_crossentropy")
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), loss=loss, metrics=["accuracy"])
     return model
 
 

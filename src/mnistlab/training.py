@@ -27,7 +27,8 @@ from mnistlab.backend import without_tensorflow
 from mnistlab.config import Config, label, resolve_data_path, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
-from mnistlab.engine import fit_fast, permutation
+from mnistlab.engine import fit_fast
+from mnistlab.epochs import fit_epoch, trains_fast
 from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.health import check_learning
@@ -57,47 +58,6 @@ def _dataset_record(ds: Dataset, n_train: int, n_val: int) -> dict:
         "class_names": list(ds.class_names), "n_train": n_train, "n_val": n_val,
         "n_test": int(len(ds.y_test)), "notes": ds.notes,
     }
-
-
-def _step_callback(progress, epoch: int, epochs: int):
-    """A Keras callback that passes each step's running loss and accuracy to ``progress.step``
-    (the terminal's bar inside a long epoch); None when ``progress`` has no ``step``."""
-    step = getattr(progress, "step", None)
-    if step is None:
-        return None
-    import keras
-
-    class Steps(keras.callbacks.Callback):
-        def on_epoch_begin(self, _epoch, logs=None):
-            step(epoch + 1, epochs, 0, self.params.get("steps") or 0, None)
-
-        def on_train_batch_end(self, batch, logs=None):
-            step(epoch + 1, epochs, batch + 1, self.params.get("steps") or 0, logs or {})
-
-    return Steps()
-
-
-def _fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel,
-               progress=None) -> dict:
-    """One epoch of plain ``keras.Model.fit`` on a seeded permutation of the training set.
-
-    In a multi-process job every process permutes the whole set the same way, then feeds only
-    its own slice of each global batch (``DataParallelTraining.local``).
-    """
-    if cfg.train.shuffle:
-        order = permutation(cfg.seed, epoch, len(x))
-        x, y_onehot = x[order], y_onehot[order]
-    batch_size = cfg.train.batch_size
-    if parallel is not None:
-        (x, y_onehot), (xv, yv_onehot) = parallel.local(x, y_onehot), parallel.local(xv, yv_onehot)
-        batch_size = parallel.batch_size
-    steps = _step_callback(progress, epoch, cfg.train.epochs)
-    hist = model.fit(
-        x, y_onehot, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
-        validation_data=(xv, yv_onehot), shuffle=False, verbose=0,
-        callbacks=[steps] if steps else None,
-    )
-    return {k: float(v[-1]) for k, v in hist.history.items()}
 
 
 class _Stopper:
@@ -386,13 +346,13 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     # Select on uint8. The fast loop scales each batch itself (no float32 copy of the training
     # set: 190 MB less and ~0.3 s of page faults saved on full-size data); fit needs floats.
     x, xv = ds.x_train[train_idx], ds.x_train[val_idx]
-    if not _fast(config) or parallel or x.dtype != np.uint8:
+    if not trains_fast(config) or parallel or x.dtype != np.uint8:
         x, xv = to_input(x), to_input(xv)
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
     if parallel:  # before the model is built, so its variables live on every device
         (x, y), (xv, yv) = parallel.start(run, (x, y), (xv, yv))
     model = build_model(config.model, ds.image_shape, c, seed=config.seed)
-    compile_model(model, config.train)
+    compile_model(model, config.train, math.ceil(len(x) / config.train.batch_size))
     rows: list[dict] = []
     start_epoch = 0
     if resume is not None:
@@ -430,11 +390,6 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     return run
 
 
-def _fast(config: Config) -> bool:
-    """Whether the fast engine trains this config (convnets train with Keras ``fit`` for now)."""
-    return config.train.loop == "fast" and config.model.kind == "mlp"
-
-
 def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
     """Evaluate on the test set, save the model files and mark the run complete."""
     from mnistlab.evaluation import evaluate_model
@@ -465,7 +420,7 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
     Both loops see the same per-epoch order (``engine.permutation(seed, epoch, n)``), so a
     resumed run trains on exactly the batches an uninterrupted one would.
     """
-    if _fast(config):
+    if trains_fast(config):
         history = fit_fast(
             model, x, y, xv, yv, epochs=config.train.epochs, batch_size=config.train.batch_size,
             optimizer=model.optimizer, seed=config.seed, shuffle=config.train.shuffle,
@@ -475,7 +430,7 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):
-        logs = _fit_epoch(model, x, y1, xv, yv1, config, epoch, parallel, on_epoch_end.progress)
+        logs = fit_epoch(model, x, y1, xv, yv1, config, epoch, parallel, on_epoch_end.progress)
         if on_epoch_end(epoch, logs):
             break
     return None

@@ -8,6 +8,7 @@ just a character.
 
 from mnistlab.plots.base import new_figure, png_bytes
 from mnistlab.plots.images import (
+    augmented_figure,
     mistakes_figure,
     prediction_figure,
     samples_figure,
@@ -22,6 +23,7 @@ from mnistlab.plots.results import (
 )
 
 __all__ = [
+    "augmented_figure",
     "compare_curves_figure",
     "confidence_figure",
     "confusion_figure",

@@ -32,6 +32,32 @@ def samples_figure(
     return fig
 
 
+def augmented_figure(originals: np.ndarray, variants: np.ndarray, labels: np.ndarray,
+                     class_names, epochs: list[int]) -> Figure:
+    """Each training sample (a row), then how augmentation showed it in a few epochs.
+
+    Args:
+        originals: uint8 ``(K, H, W)``, 0-255.
+        variants: uint8 ``(K, E, H, W)``: sample k as epoch ``epochs[e]`` trained on it.
+        labels: int ``(K,)``.
+        class_names: one name per class.
+        epochs: the 1-based epoch of each column of ``variants``.
+    """
+    k, e = variants.shape[:2]
+    fig = new_figure(1.3 * (e + 1) + 0.4, 1.35 * k + 0.6)
+    axes = fig.subplots(k, e + 1, squeeze=False)
+    for row in range(k):
+        show_image(axes[row, 0], originals[row],
+                   f"{class_name(class_names, labels[row])}" if row else
+                   f"original\n{class_name(class_names, labels[row])}", fontsize=8)
+        for col in range(e):
+            show_image(axes[row, col + 1], variants[row, col],
+                       f"epoch {epochs[col]}" if row == 0 else "", fontsize=8)
+    fig.suptitle("augmentation: the same training images as different epochs saw them",
+                 fontsize=10)
+    return fig
+
+
 def prediction_figure(
     image: np.ndarray, probabilities: np.ndarray, class_names, true_label: int | None = None
 ) -> Figure:

@@ -19,6 +19,7 @@ from mnistlab.files import load_npz
 
 FIGURES = (
     "samples",
+    "augmented",
     "model",
     "curves",
     "confusion",
@@ -89,6 +90,13 @@ def build_figures(
         "confidence": plots.confidence_figure(probs, labels),
     }
     notes = {}
+    if run.config.augment.enabled:
+        from mnistlab.augment import preview
+
+        variants, epochs = preview(samples["images"], run.config.augment, run.config.seed,
+                                   run.config.train.epochs)
+        figs["augmented"] = plots.augmented_figure(samples["images"], variants,
+                                                   samples["labels"], names, epochs)
     layer, kernel = _first_dense_kernel(model)
     shape = tuple(images.shape[1:])
     if kernel is not None and kernel.shape[0] == int(np.prod(shape)):

@@ -109,7 +109,22 @@ def data_section(run) -> dict:
         "val_fraction": run.config.data.val_fraction,
         "seed": run.config.seed,
         "notes": ds.get("notes") or "",
+        "augment": _augment_text(run.config.augment),
     }
+
+
+def _augment_text(aug) -> str:
+    """E.g. "shifts up to 10 % of the size, rotations up to 10°, zoom ±10 %, left-right flips"."""
+    parts = []
+    if aug.shift:
+        parts.append(f"shifts up to {aug.shift:.0%} of the size")
+    if aug.rotation:
+        parts.append(f"rotations up to {aug.rotation:g}°")
+    if aug.zoom:
+        parts.append(f"zoom ±{aug.zoom:.0%}")
+    if aug.flip:
+        parts.append("left-right flips of half the images")
+    return ", ".join(parts)
 
 
 def model_section(layers: list[dict], params: int, diagram_note: str) -> dict:

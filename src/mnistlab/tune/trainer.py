@@ -93,7 +93,7 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
 
     import_keras()
     model = build_model(config.model, split.image_shape, split.num_classes, seed=config.seed)
-    compile_model(model, config.train)
+    compile_model(model, config.train, math.ceil(len(split.x) / config.train.batch_size))
     rows: list[dict] = []
     patience = _Patience(config.train.monitor, config.train.early_stopping)
 
@@ -109,7 +109,9 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
         return bool(stop) or patience.done(logs)
 
     after_epoch.on_epoch_end = after_epoch  # the hook name fit_fast calls
-    if config.train.loop == "fast" and config.model.kind == "mlp":  # convnets: Keras fit
+    from mnistlab.epochs import trains_fast
+
+    if trains_fast(config):  # convnets, augmentation, label smoothing: Keras fit
         from mnistlab.engine import fit_fast
 
         fit_fast(model, split.x, split.y, split.xv, split.yv, epochs=config.train.epochs,
@@ -121,18 +123,12 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
 
 
 def _fit_keras(model, split: Split, config: Config, after_epoch: EpochHook) -> None:
-    """Keras ``fit`` one epoch at a time on the same seeded order as ``mnistlab train``."""
-    from mnistlab.engine import permutation
+    """Keras ``fit`` one epoch at a time, exactly as ``mnistlab train`` runs it."""
+    from mnistlab.epochs import fit_epoch
     from mnistlab.model import to_input
 
     eye = np.eye(split.num_classes, dtype=np.float32)
     x, xv, y1, yv1 = to_input(split.x), to_input(split.xv), eye[split.y], eye[split.yv]
     for epoch in range(config.train.epochs):
-        xe, ye = x, y1
-        if config.train.shuffle:
-            order = permutation(config.seed, epoch, len(x))
-            xe, ye = x[order], y1[order]
-        hist = model.fit(xe, ye, batch_size=config.train.batch_size, epochs=epoch + 1,
-                         initial_epoch=epoch, validation_data=(xv, yv1), shuffle=False, verbose=0)
-        if after_epoch(epoch, {k: v[-1] for k, v in hist.history.items()}):
+        if after_epoch(epoch, fit_epoch(model, x, y1, xv, yv1, config, epoch)):
             return

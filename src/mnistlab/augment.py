@@ -1,0 +1,101 @@
+"""On-the-fly, seeded image augmentation: small shifts, rotations, zoom and horizontal flips.
+
+Every epoch draws one random transform per training image from ``(seed, epoch)`` alone, so a run
+that is interrupted and resumed sees exactly the images an uninterrupted one sees, and two runs
+with the same seed see the same ones. The transform maps each output pixel back into the source
+image (rotation about the centre, zoom, shift, then an optional mirror) and reads it with bilinear
+interpolation; outside the source is black (0), like the data's own background.
+
+Only the training set is augmented; validation, test and prediction see the images as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from mnistlab.config import AugmentConfig
+
+
+def draw(cfg: AugmentConfig, n: int, seed: int, epoch: int) -> dict[str, np.ndarray]:
+    """The random transform of each of ``n`` images in ``epoch``: float32 ``angle`` (radians),
+    ``scale``, ``dx``/``dy`` (fractions of the width/height) and bool ``flip``."""
+    rng = np.random.default_rng([seed, epoch, 2])
+    u = rng.uniform(-1.0, 1.0, size=(4, n)).astype(np.float32)  # always the same draws
+    flip = rng.random(n) < 0.5
+    return {
+        "angle": np.float32(np.deg2rad(cfg.rotation)) * u[0],
+        "scale": np.float32(1.0) + np.float32(cfg.zoom) * u[1],
+        "dx": np.float32(cfg.shift) * u[2],
+        "dy": np.float32(cfg.shift) * u[3],
+        "flip": flip & cfg.flip,
+    }
+
+
+def transform(images: np.ndarray, t: dict[str, np.ndarray]) -> np.ndarray:
+    """Apply per-image transforms ``t`` (as from ``draw``) to float32 ``(N, H, W)`` images.
+
+    Returns:
+        float32 ``(N, H, W)``, a new array.
+    """
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    out = np.empty_like(images)
+    cos = (np.cos(t["angle"]) / t["scale"]).astype(np.float32)
+    sin = (np.sin(t["angle"]) / t["scale"]).astype(np.float32)
+    _warp()(images, cos, sin, t["dx"].astype(np.float32), t["dy"].astype(np.float32),
+            t["flip"].astype(np.bool_), out)
+    return out
+
+
+@functools.cache
+def _warp():
+    """The bilinear inverse warp, compiled by numba on first use (cached on disk)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_warp_python)
+
+
+def _warp_python(images, cos, sin, dx, dy, flip, out):
+    n, h, w = images.shape
+    cy, cx = np.float32((h - 1) / 2), np.float32((w - 1) / 2)
+    one = np.float32(1)
+    for i in range(n):
+        for r in range(h):
+            v = np.float32(r) - cy - dy[i] * np.float32(h)
+            for c in range(w):
+                u = np.float32(c) - cx - dx[i] * np.float32(w)
+                sx = cos[i] * u + sin[i] * v + cx
+                sy = cos[i] * v - sin[i] * u + cy
+                if flip[i]:
+                    sx = np.float32(w - 1) - sx
+                x0, y0 = np.floor(sx), np.floor(sy)
+                fx, fy = sx - x0, sy - y0
+                ix, iy = int(x0), int(y0)
+                acc = np.float32(0)
+                if 0 <= iy < h and 0 <= ix < w:
+                    acc += images[i, iy, ix] * (one - fx) * (one - fy)
+                if 0 <= iy < h and 0 <= ix + 1 < w:
+                    acc += images[i, iy, ix + 1] * fx * (one - fy)
+                if 0 <= iy + 1 < h and 0 <= ix < w:
+                    acc += images[i, iy + 1, ix] * (one - fx) * fy
+                if 0 <= iy + 1 < h and 0 <= ix + 1 < w:
+                    acc += images[i, iy + 1, ix + 1] * fx * fy
+                out[i, r, c] = acc
+
+
+def augment_epoch(images: np.ndarray, cfg: AugmentConfig, seed: int, epoch: int) -> np.ndarray:
+    """The training images of ``epoch`` (float32 ``(N, H, W)`` in [0, 1], already in the
+    epoch's order), each with its own random transform drawn from ``(seed, epoch)``."""
+    return transform(images, draw(cfg, len(images), seed, epoch))
+
+
+def preview(images: np.ndarray, cfg: AugmentConfig, seed: int, epochs: int, columns: int = 6):
+    """How augmentation shows ``images`` (uint8 ``(K, H, W)``) in up to ``columns`` epochs
+    spread over the run, each image with its own draw: ``(uint8 (K, E, H, W), epochs 1-based)``.
+    (In training, an image's draw depends on its place in the epoch's order; the preview shows
+    the same kind of transforms, not the exact ones a given image got.)"""
+    chosen = sorted({round(i * (epochs - 1) / max(columns - 1, 1)) for i in range(columns)})
+    x = images.astype(np.float32) * np.float32(1 / 255)
+    out = np.stack([augment_epoch(x, cfg, seed, e) for e in chosen], axis=1)
+    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8), [e + 1 for e in chosen]

@@ -1,0 +1,66 @@
+"""One epoch of Keras ``fit``, as ``mnistlab train`` and ``mnistlab tune`` both run it.
+
+Used for everything the fast engine (``mnistlab.engine``) does not train: convnets, and models
+trained with augmentation or label smoothing. Every epoch trains on the seeded permutation
+``engine.permutation(seed, epoch, n)`` and, when augmentation is on, on images transformed by
+``mnistlab.augment`` from ``(seed, epoch)``, so resuming after any epoch gives the same bits as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from mnistlab.config import Config
+from mnistlab.engine import permutation
+
+
+def trains_fast(config: Config) -> bool:
+    """Whether the fast engine trains this config: an MLP on the fast loop, with no
+    augmentation or label smoothing (Keras fit trains everything else)."""
+    return (config.train.loop == "fast" and config.model.kind == "mlp"
+            and not config.augment.enabled and not config.train.label_smoothing)
+
+
+def fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel=None,
+              progress=None) -> dict:
+    """Train epoch ``epoch`` with ``model.fit`` and return its logs (loss, accuracy, val_*).
+
+    ``x`` is float32 in [0, 1]. In a multi-process job every process permutes (and augments) the
+    whole set the same way, then feeds only its own slice of each global batch
+    (``DataParallelTraining.local``). ``progress.step``, if there is one, hears every step.
+    """
+    if cfg.train.shuffle:
+        order = permutation(cfg.seed, epoch, len(x))
+        x, y_onehot = x[order], y_onehot[order]
+    if cfg.augment.enabled:
+        from mnistlab.augment import augment_epoch
+
+        x = augment_epoch(x, cfg.augment, cfg.seed, epoch)
+    batch_size = cfg.train.batch_size
+    if parallel is not None:
+        (x, y_onehot), (xv, yv_onehot) = parallel.local(x, y_onehot), parallel.local(xv, yv_onehot)
+        batch_size = parallel.batch_size
+    steps = _step_callback(progress, epoch, cfg.train.epochs)
+    hist = model.fit(
+        x, y_onehot, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
+        validation_data=(xv, yv_onehot), shuffle=False, verbose=0,
+        callbacks=[steps] if steps else None,
+    )
+    return {k: float(v[-1]) for k, v in hist.history.items()}
+
+
+def _step_callback(progress, epoch: int, epochs: int):
+    """A Keras callback that passes each step's running loss and accuracy to ``progress.step``
+    (the terminal's bar inside a long epoch); None when ``progress`` has no ``step``."""
+    step = getattr(progress, "step", None)
+    if step is None:
+        return None
+    import keras
+
+    class Steps(keras.callbacks.Callback):
+        def on_epoch_begin(self, _epoch, logs=None):
+            step(epoch + 1, epochs, 0, self.params.get("steps") or 0, None)
+
+        def on_train_batch_end(self, batch, logs=None):
+            step(epoch + 1, epochs, batch + 1, self.params.get("steps") or 0, logs or {})
+
+    return Steps()
