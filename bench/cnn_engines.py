@@ -70,6 +70,18 @@ VARIANTS = {
         "KERAS_BACKEND": "jax",
         "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
     },
+    "keras-jax-xnn": {
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    },
+    "keras-jax-onednn": {
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_cpu_experimental_onednn_custom_call=true",
+    },
+    "keras-tf-nojit": {"KERAS_BACKEND": "tensorflow", "BENCH_JIT_COMPILE": "0"},
+    "keras-tf-deterministic": {"KERAS_BACKEND": "tensorflow", "BENCH_TF_DETERMINISM": "1"},
+    "keras-tf-nojit-deterministic": {"KERAS_BACKEND": "tensorflow", "BENCH_JIT_COMPILE": "0",
+                                     "BENCH_TF_DETERMINISM": "1"},
     "keras-torch": {"KERAS_BACKEND": "torch"},
     "engine": {"KERAS_BACKEND": "jax"},
     "engine-1thread": {"KERAS_BACKEND": "jax", "NUMBA_NUM_THREADS": "1"},
@@ -93,10 +105,15 @@ def build_model():
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
+    if os.environ.get("BENCH_TF_DETERMINISM") == "1":  # bit-identical reruns on TF
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     model.compile(
         loss="categorical_crossentropy",
         optimizer=keras.optimizers.Adam(1e-3),
         metrics=["accuracy"],
+        jit_compile=os.environ.get("BENCH_JIT_COMPILE", "auto") != "0" and "auto",
     )
     return model
 

@@ -7,9 +7,13 @@ The Keras backend defaults to JAX; set ``KERAS_BACKEND`` before importing to cho
 import os
 
 # Keras reads this once, at its own import; it must be set before anything imports keras.
-os.environ.setdefault("KERAS_BACKEND", "jax")
+# MNISTLAB_DEFAULT_BACKEND marks the choice as ours (not the user's), so training a convnet may
+# still pick TensorFlow before keras is imported (mnistlab.backend.choose); children inherit both.
+if "KERAS_BACKEND" not in os.environ:
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ["MNISTLAB_DEFAULT_BACKEND"] = "1"
 # Keras imports TensorFlow (when installed) to serialise models; keep its C++ start-up chatter quiet.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,13 @@
-"""Keras backend housekeeping shared by training and model loading."""
+"""Keras backend housekeeping shared by training and model loading.
+
+Which backend trains what, by measurement (``bench/cnn_engines.py``, keras-io convnet on full
+Fashion-MNIST, 2 idle cores): JAX is the fastest for the tutorial's MLP, but for convnets
+Keras/TensorFlow takes 14.0-14.3 s per epoch against 51.8 s on Keras/JAX (XLA's CPU
+convolutions; its XNNPACK and oneDNN options did not help: 77 and 50 s). So a convnet trains on
+TensorFlow when ``tensorflow`` is installed (the ``[tensorflow]`` extra) and the user did not set
+``KERAS_BACKEND``, with TensorFlow's op determinism on (same speed, measured) so reruns and
+resumes stay bit-identical.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,53 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+
+
+def user_chose_backend() -> bool:
+    """True when ``KERAS_BACKEND`` was set by the user rather than defaulted by mnistlab."""
+    return "KERAS_BACKEND" in os.environ and os.environ.get("MNISTLAB_DEFAULT_BACKEND") != "1"
+
+
+def _tensorflow_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def choose(kind: str = "mlp", *, needs_jax: bool = False, recorded: str | None = None) -> str:
+    """Pick the Keras backend for training a ``kind`` model and set it, if keras is not imported
+    yet; return the backend training will use.
+
+    Args:
+        kind: ``"mlp"`` (JAX) or ``"cnn"`` (TensorFlow when installed).
+        needs_jax: the training needs JAX (several devices or processes).
+        recorded: the backend a run was trained on (resume, rerun): used whatever else holds.
+
+    Raises:
+        TrainingError: keras is already imported on another backend than ``recorded`` (the result
+            could not be bit-identical).
+    """
+    from mnistlab.errors import TrainingError
+
+    if recorded:
+        want = recorded
+    elif user_chose_backend():
+        want = os.environ["KERAS_BACKEND"]
+    elif kind == "cnn" and not needs_jax and _tensorflow_installed():
+        want = "tensorflow"
+    else:
+        want = "jax"
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = want
+        return want
+    active = sys.modules["keras"].backend.backend()
+    if recorded and active != recorded:
+        raise TrainingError(
+            f"this run was trained on the {recorded} backend but Keras is already loaded on "
+            f"{active} in this process, so the result could not be bit-identical. Start a new "
+            f"process with KERAS_BACKEND={recorded}"
+        )
+    return active
 
 
 @contextlib.contextmanager
@@ -49,14 +105,45 @@ def import_keras():
     for m in blocked:
         sys.modules[m] = None
     try:
-        import keras
+        with _quiet_native_stderr(os.environ.get("KERAS_BACKEND") == "tensorflow"):
+            import keras
     finally:
         for m in blocked:
             if sys.modules.get(m, 0) is None:
                 del sys.modules[m]
     if keras.backend.backend() == "jax":
         use_compile_cache()
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()  # bit-identical reruns; same speed
     return keras
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(quiet: bool):
+    """Silence what C++ code writes to stderr while TensorFlow loads.
+
+    TensorFlow prints start-up notes (oneDNN, absl) straight to file descriptor 2 before its log
+    level setting applies; a user training a convnet should not see them. Python-level errors
+    still surface: they are raised, and printed after stderr is back.
+    """
+    if not quiet or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401  the import that prints
+
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def compile_cache_dir() -> Path | None:

@@ -234,6 +234,7 @@ def train(
     report: bool | None = None,
     resume: str | Path | None = None,
     job=None,
+    backend: str | None = None,
 ) -> Run:
     """Run the experiment described by ``config`` (or finish an interrupted run) and return it.
 
@@ -250,6 +251,10 @@ def train(
         job: a ``mnistlab.cluster.JobSpec`` to join a multi-process job (data parallel over every
             device of every process). Process 0 writes the run directory; the others work in a
             temporary folder that is removed at the end.
+        backend: train on this Keras backend (``rerun`` passes the recorded one). By default a
+            convnet trains on TensorFlow when it is installed and everything else on JAX, unless
+            ``KERAS_BACKEND`` says otherwise (``mnistlab.backend.choose``); a resumed run on the
+            backend it started on.
 
     Returns:
         The completed ``Run``.
@@ -261,6 +266,13 @@ def train(
     import contextlib
     import tempfile
 
+    from mnistlab.backend import choose
+
+    if resume is not None:
+        choose(recorded=backend or _recorded_backend(resume))
+    else:
+        needs_jax = job is not None or (config is not None and config.train.devices != "1")
+        choose(config.model.kind if config else "mlp", needs_jax=needs_jax, recorded=backend)
     with without_tensorflow(), RunGuard() as guard, contextlib.ExitStack() as stack:
         scratch = None
         if job is not None:
@@ -272,6 +284,14 @@ def train(
                 out, report = scratch, False
         return _train(config, dataset=dataset, out=out, command=command, progress=progress,
                       report=report, resume=resume, guard=guard, job=job, scratch=scratch)
+
+
+def _recorded_backend(run_dir) -> str | None:
+    """The backend an interrupted run started on (None if its manifest cannot tell)."""
+    try:
+        return json.loads((Path(run_dir) / "manifest.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None  # reopening the run reports what is wrong with it
 
 
 def _in_job(config: Config, job) -> Config:
@@ -462,7 +482,8 @@ def rerun(path: Run | str | Path, *, out: str | Path | None = None,
     from mnistlab.runs import as_run
 
     old = as_run(path)
-    new = train(old.config, out=out or old.path.parent, progress=progress, report=report)
+    new = train(old.config, out=out or old.path.parent, progress=progress, report=report,
+                backend=old.manifest.get("backend"))
     same_weights = compare_weights(old.load_model(), new.load_model())
     was, now = old.metrics, new.metrics
     keys = ("test_loss", "test_accuracy", "confusion_matrix")

@@ -88,9 +88,10 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
         TrainingError: the loss became NaN or infinite (diverged).
         ModelError: the configuration is not a model the loop can train.
     """
-    from mnistlab.backend import import_keras
+    from mnistlab.backend import choose, import_keras
     from mnistlab.model import build_model, compile_model
 
+    choose(config.model.kind)  # convnets on TensorFlow when installed (if keras is not loaded)
     import_keras()
     model = build_model(config.model, split.image_shape, split.num_classes, seed=config.seed)
     compile_model(model, config.train, math.ceil(len(split.x) / config.train.batch_size))
