@@ -34,17 +34,22 @@ def draw(cfg: AugmentConfig, n: int, seed: int, epoch: int) -> dict[str, np.ndar
 
 
 def transform(images: np.ndarray, t: dict[str, np.ndarray]) -> np.ndarray:
-    """Apply per-image transforms ``t`` (as from ``draw``) to float32 ``(N, H, W)`` images.
+    """Apply per-image transforms ``t`` (as from ``draw``) to ``(N, H, W)`` images: uint8 pixels
+    0-255 (scaled as ``mnistlab.model.to_input`` does) or float32 in [0, 1].
 
     Returns:
-        float32 ``(N, H, W)``, a new array.
+        float32 ``(N, H, W)`` in [0, 1], a new array.
     """
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    out = np.empty_like(images)
+    if images.dtype == np.uint8:
+        scale = np.float32(1.0 / 255.0)
+    else:
+        images, scale = images.astype(np.float32, copy=False), np.float32(1.0)
+    images = np.ascontiguousarray(images)
+    out = np.empty(images.shape, np.float32)
     cos = (np.cos(t["angle"]) / t["scale"]).astype(np.float32)
     sin = (np.sin(t["angle"]) / t["scale"]).astype(np.float32)
     _warp()(images, cos, sin, t["dx"].astype(np.float32), t["dy"].astype(np.float32),
-            t["flip"].astype(np.bool_), out)
+            t["flip"].astype(np.bool_), scale, out)
     return out
 
 
@@ -56,7 +61,7 @@ def _warp():
     return numba.njit(cache=True, nogil=True)(_warp_python)
 
 
-def _warp_python(images, cos, sin, dx, dy, flip, out):
+def _warp_python(images, cos, sin, dx, dy, flip, scale, out):
     n, h, w = images.shape
     cy, cx = np.float32((h - 1) / 2), np.float32((w - 1) / 2)
     one = np.float32(1)
@@ -74,19 +79,20 @@ def _warp_python(images, cos, sin, dx, dy, flip, out):
                 ix, iy = int(x0), int(y0)
                 acc = np.float32(0)
                 if 0 <= iy < h and 0 <= ix < w:
-                    acc += images[i, iy, ix] * (one - fx) * (one - fy)
+                    acc += np.float32(images[i, iy, ix]) * scale * (one - fx) * (one - fy)
                 if 0 <= iy < h and 0 <= ix + 1 < w:
-                    acc += images[i, iy, ix + 1] * fx * (one - fy)
+                    acc += np.float32(images[i, iy, ix + 1]) * scale * fx * (one - fy)
                 if 0 <= iy + 1 < h and 0 <= ix < w:
-                    acc += images[i, iy + 1, ix] * (one - fx) * fy
+                    acc += np.float32(images[i, iy + 1, ix]) * scale * (one - fx) * fy
                 if 0 <= iy + 1 < h and 0 <= ix + 1 < w:
-                    acc += images[i, iy + 1, ix + 1] * fx * fy
+                    acc += np.float32(images[i, iy + 1, ix + 1]) * scale * fx * fy
                 out[i, r, c] = acc
 
 
 def augment_epoch(images: np.ndarray, cfg: AugmentConfig, seed: int, epoch: int) -> np.ndarray:
-    """The training images of ``epoch`` (float32 ``(N, H, W)`` in [0, 1], already in the
-    epoch's order), each with its own random transform drawn from ``(seed, epoch)``."""
+    """The training images of ``epoch`` (uint8 0-255 or float32 in [0, 1], ``(N, H, W)``,
+    already in the epoch's order), each with its own random transform drawn from
+    ``(seed, epoch)``, as float32 in [0, 1]."""
     return transform(images, draw(cfg, len(images), seed, epoch))
 
 
@@ -96,6 +102,5 @@ def preview(images: np.ndarray, cfg: AugmentConfig, seed: int, epochs: int, colu
     (In training, an image's draw depends on its place in the epoch's order; the preview shows
     the same kind of transforms, not the exact ones a given image got.)"""
     chosen = sorted({round(i * (epochs - 1) / max(columns - 1, 1)) for i in range(columns)})
-    x = images.astype(np.float32) * np.float32(1 / 255)
-    out = np.stack([augment_epoch(x, cfg, seed, e) for e in chosen], axis=1)
+    out = np.stack([augment_epoch(images, cfg, seed, e) for e in chosen], axis=1)
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8), [e + 1 for e in chosen]

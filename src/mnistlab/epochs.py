@@ -9,8 +9,11 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import numpy as np
+
 from mnistlab.config import Config
 from mnistlab.engine import permutation
+from mnistlab.model import to_input
 
 
 def trains_fast(config: Config) -> bool:
@@ -24,28 +27,59 @@ def fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parall
               progress=None) -> dict:
     """Train epoch ``epoch`` with ``model.fit`` and return its logs (loss, accuracy, val_*).
 
-    ``x`` is float32 in [0, 1]. In a multi-process job every process permutes (and augments) the
+    ``x`` is uint8 pixels (scaled here, one epoch at a time: no float32 copy of the whole set
+    is kept) or float32 in [0, 1]; ``xv`` is float32. In a multi-process job every process permutes (and augments) the
     whole set the same way, then feeds only its own slice of each global batch
     (``DataParallelTraining.local``). ``progress.step``, if there is one, hears every step.
     """
-    if cfg.train.shuffle:
-        order = permutation(cfg.seed, epoch, len(x))
-        x, y_onehot = x[order], y_onehot[order]
-    if cfg.augment.enabled:
-        from mnistlab.augment import augment_epoch
-
-        x = augment_epoch(x, cfg.augment, cfg.seed, epoch)
-    batch_size = cfg.train.batch_size
-    if parallel is not None:
-        (x, y_onehot), (xv, yv_onehot) = parallel.local(x, y_onehot), parallel.local(xv, yv_onehot)
-        batch_size = parallel.batch_size
+    order = permutation(cfg.seed, epoch, len(x)) if cfg.train.shuffle else np.arange(len(x))
     steps = _step_callback(progress, epoch, cfg.train.epochs)
+    if parallel is None:  # batches made one at a time: no float32 copy of the epoch's images
+        data = {"x": _Batches(x, y_onehot, order, cfg, epoch)}
+    else:
+        x, y_onehot = _epoch_images(x[order], cfg, epoch), y_onehot[order]
+        (x, y_onehot), (xv, yv_onehot) = parallel.local(x, y_onehot), parallel.local(xv, yv_onehot)
+        data = {"x": x, "y": y_onehot, "batch_size": parallel.batch_size}
     hist = model.fit(
-        x, y_onehot, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
-        validation_data=(xv, yv_onehot), shuffle=False, verbose=0,
-        callbacks=[steps] if steps else None,
+        **data, epochs=epoch + 1, initial_epoch=epoch, validation_data=(xv, yv_onehot),
+        shuffle=False, verbose=0, callbacks=[steps] if steps else None,
     )
     return {k: float(v[-1]) for k, v in hist.history.items()}
+
+
+def _epoch_images(x, cfg: Config, epoch: int, transforms=None):
+    """Float32 images of the epoch: augmented (seeded by the epoch) or just scaled."""
+    if cfg.augment.enabled:
+        from mnistlab.augment import draw, transform
+
+        if transforms is None:
+            transforms = draw(cfg.augment, len(x), cfg.seed, epoch)
+        return transform(x, transforms)
+    return to_input(x) if x.dtype == np.uint8 else x
+
+
+def _Batches(x, y_onehot, order, cfg: Config, epoch: int):
+    """A ``keras.utils.PyDataset`` of the epoch's batches, in order, made on demand from the
+    uint8 images; augmentation draws every image's transform for the whole epoch first, so the
+    batches hold exactly what augmenting the whole epoch at once would."""
+    import keras
+
+    from mnistlab.augment import draw
+
+    size = cfg.train.batch_size
+    transforms = draw(cfg.augment, len(order), cfg.seed, epoch) if cfg.augment.enabled else None
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return -(-len(order) // size)
+
+        def __getitem__(self, i):
+            rows = order[i * size:(i + 1) * size]
+            part = ({k: v[i * size:(i + 1) * size] for k, v in transforms.items()}
+                    if transforms is not None else None)
+            return _epoch_images(x[rows], cfg, epoch, part), y_onehot[rows]
+
+    return Batches(workers=1, use_multiprocessing=False)
 
 
 def _step_callback(progress, epoch: int, epochs: int):

@@ -129,7 +129,7 @@ def _fit_keras(model, split: Split, config: Config, after_epoch: EpochHook) -> N
     from mnistlab.model import to_input
 
     eye = np.eye(split.num_classes, dtype=np.float32)
-    x, xv, y1, yv1 = to_input(split.x), to_input(split.xv), eye[split.y], eye[split.yv]
+    xv, y1, yv1 = to_input(split.xv), eye[split.y], eye[split.yv]  # x: scaled per epoch
     for epoch in range(config.train.epochs):
-        if after_epoch(epoch, fit_epoch(model, x, y1, xv, yv1, config, epoch)):
+        if after_epoch(epoch, fit_epoch(model, split.x, y1, xv, yv1, config, epoch)):
             return
