@@ -62,3 +62,12 @@ def test_progress_bar_and_run_summary_escape_and_count():
     html = run_html(FakeRun())
     assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html
     assert "0.5000" in html
+
+
+def test_steps_outside_a_notebook_print_nothing(capsys):
+    bar = NotebookProgress()
+    bar.step(1, 3, 0, 10, None)
+    bar.step(1, 3, 5, 10, {"loss": 0.5, "accuracy": 0.75})
+    assert capsys.readouterr().out == ""  # the epoch line is what a script sees
+    bar(1, 3, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.6, "val_accuracy": 0.7})
+    assert capsys.readouterr().out == "epoch 1/3 - loss 0.5000 - val_accuracy 0.7000\n"

@@ -21,22 +21,40 @@ class NotebookProgress:
     def __init__(self):
         self._handle = None
         self._t0 = time.perf_counter()
+        self._shown = 0.0  # when a step was last drawn
 
     def __call__(self, epoch: int, epochs: int, logs: dict) -> None:
         text = self.render(epoch, epochs, logs, time.perf_counter() - self._t0)
+        if not self._show(text):
+            print(f"epoch {epoch}/{epochs} - loss {logs['loss']:.4f} - "
+                  f"val_accuracy {logs['val_accuracy']:.4f}")
+
+    def step(self, epoch: int, epochs: int, step: int, steps: int, logs: dict | None) -> None:
+        """Inside a long epoch (a convnet's), redraw the bar at most every half second with the
+        step count and the running loss and accuracy; nothing outside a notebook."""
+        now = time.perf_counter()
+        if not step or now - self._shown < 0.5 or not logs:
+            return
+        self._shown = now
+        figures = " · ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy") if k in logs)
+        self._show(f'<div class="mnistlab-progress"><progress value="{step}" max="{steps}" '
+                   f'style="width:16em;vertical-align:middle"></progress> epoch {epoch}/{epochs}'
+                   f" · step {step}/{steps} · {html.escape(figures)}</div>")
+
+    def _show(self, text: str) -> bool:
+        """Draw ``text`` in this bar's display; False outside a notebook."""
         try:
             from IPython import get_ipython
             from IPython.display import HTML, display
         except ImportError:
-            get_ipython = None
-        if get_ipython is None or get_ipython() is None:
-            print(f"epoch {epoch}/{epochs} - loss {logs['loss']:.4f} - "
-                  f"val_accuracy {logs['val_accuracy']:.4f}")
-            return
+            return False
+        if get_ipython() is None:
+            return False
         if self._handle is None:
             self._handle = display(HTML(text), display_id=True)
         else:
             self._handle.update(HTML(text))
+        return True
 
     @staticmethod
     def render(epoch: int, epochs: int, logs: dict, elapsed: float) -> str:
