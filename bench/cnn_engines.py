@@ -82,6 +82,14 @@ VARIANTS = {
     "keras-tf-deterministic": {"KERAS_BACKEND": "tensorflow", "BENCH_TF_DETERMINISM": "1"},
     "keras-tf-nojit-deterministic": {"KERAS_BACKEND": "tensorflow", "BENCH_JIT_COMPILE": "0",
                                      "BENCH_TF_DETERMINISM": "1"},
+    "keras-tf-bf16": {"KERAS_BACKEND": "tensorflow", "BENCH_POLICY": "mixed_bfloat16",
+                      "BENCH_TF_DETERMINISM": "1"},
+    "keras-tf-bf16-threads": {"KERAS_BACKEND": "tensorflow", "BENCH_POLICY": "mixed_bfloat16",
+                              "BENCH_TF_DETERMINISM": "1", "TF_NUM_INTEROP_THREADS": "1",
+                              "TF_NUM_INTRAOP_THREADS": "2"},
+    "keras-tf-threads": {"KERAS_BACKEND": "tensorflow", "BENCH_TF_DETERMINISM": "1",
+                         "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "2"},
+    "keras-jax-bf16": {"KERAS_BACKEND": "jax", "BENCH_POLICY": "mixed_bfloat16"},
     "keras-torch": {"KERAS_BACKEND": "torch"},
     "engine": {"KERAS_BACKEND": "jax"},
     "engine-1thread": {"KERAS_BACKEND": "jax", "NUMBA_NUM_THREADS": "1"},
@@ -93,6 +101,8 @@ def build_model():
     import keras
 
     keras.utils.set_random_seed(0)
+    if os.environ.get("BENCH_POLICY"):  # e.g. mixed_bfloat16: AMX/AVX512-BF16 on new Xeons
+        keras.mixed_precision.set_global_policy(os.environ["BENCH_POLICY"])
     model = keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1)),
@@ -102,7 +112,7 @@ def build_model():
             keras.layers.MaxPooling2D(pool_size=(2, 2)),
             keras.layers.Flatten(),
             keras.layers.Dropout(0.5),
-            keras.layers.Dense(10, activation="softmax"),
+            keras.layers.Dense(10, activation="softmax", dtype="float32"),
         ]
     )
     if os.environ.get("BENCH_TF_DETERMINISM") == "1":  # bit-identical reruns on TF

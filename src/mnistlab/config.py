@@ -96,6 +96,9 @@ class TrainConfig(_Section):
         "fast", description="fast: mnistlab.engine (compiled or numpy SGD, jitted JAX scan otherwise); fit: keras Model.fit"
     )
     devices: str = Field("1", description="number of devices for data-parallel training, or 'all'")
+    precision: Literal["float32", "mixed_bfloat16"] = Field(
+        "float32", description="mixed_bfloat16: bfloat16 compute, float32 weights (convnets on "
+        "CPUs with AMX/AVX512-BF16)")
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="learning rate: constant, or cosine decay to 0 over all steps")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="of the cross-entropy targets")

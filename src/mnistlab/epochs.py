@@ -17,10 +17,11 @@ from mnistlab.model import to_input
 
 
 def trains_fast(config: Config) -> bool:
-    """Whether the fast engine trains this config: an MLP on the fast loop, with no
+    """Whether the fast engine trains this config: a float32 MLP on the fast loop, with no
     augmentation or label smoothing (Keras fit trains everything else)."""
     return (config.train.loop == "fast" and config.model.kind == "mlp"
-            and not config.augment.enabled and not config.train.label_smoothing)
+            and not config.augment.enabled and not config.train.label_smoothing
+            and config.train.precision == "float32")
 
 
 def fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel=None,

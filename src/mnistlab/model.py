@@ -77,7 +77,8 @@ def _layers(cfg: ModelConfig, num_classes: int, seed: int, input_shape=(28, 28))
     return layers
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int = 10, seed: int = 111):
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int = 10, seed: int = 111,
+                precision: str = "float32"):
     """Build the MLP or the convnet (not compiled).
 
     Args:
@@ -85,6 +86,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         input_shape: image shape without the batch axis, e.g. ``(28, 28)`` or ``(8, 8)``.
         num_classes: size of the softmax output.
         seed: fixes every layer's initial weights.
+        precision: ``"float32"``, or ``"mixed_bfloat16"``: every layer but the softmax output
+            computes in bfloat16 with float32 weights (Keras' mixed-precision policy, per layer).
 
     Returns:
         A built ``keras.Model`` taking float32 ``(batch, *input_shape)`` in [0, 1] and returning
@@ -97,6 +100,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
 
     name = "mnist_cnn" if cfg.kind == "cnn" else "mnist_mlp"
     layers = _layers(cfg, num_classes, seed, input_shape)
+    if precision != "float32":
+        for layer in layers[:-1]:  # the softmax and the loss stay float32
+            layer.dtype_policy = keras.dtype_policies.get(precision)
     if cfg.api == "sequential":
         return keras.Sequential([keras.Input(shape=tuple(input_shape)), *layers], name=name)
     inputs = keras.Input(shape=tuple(input_shape), name="image")

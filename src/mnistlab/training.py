@@ -372,7 +372,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
     if parallel:  # before the model is built, so its variables live on every device
         (x, y), (xv, yv) = parallel.start(run, (x, y), (xv, yv))
-    model = build_model(config.model, ds.image_shape, c, seed=config.seed)
+    model = build_model(config.model, ds.image_shape, c, seed=config.seed,
+                        precision=config.train.precision)
     compile_model(model, config.train, math.ceil(len(x) / config.train.batch_size))
     rows: list[dict] = []
     start_epoch = 0

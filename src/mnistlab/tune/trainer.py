@@ -93,7 +93,8 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
 
     choose(config.model.kind)  # convnets on TensorFlow when installed (if keras is not loaded)
     import_keras()
-    model = build_model(config.model, split.image_shape, split.num_classes, seed=config.seed)
+    model = build_model(config.model, split.image_shape, split.num_classes, seed=config.seed,
+                        precision=config.train.precision)
     compile_model(model, config.train, math.ceil(len(split.x) / config.train.batch_size))
     rows: list[dict] = []
     patience = _Patience(config.train.monitor, config.train.early_stopping)
