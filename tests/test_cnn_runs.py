@@ -79,3 +79,22 @@ def test_cnn_onnx_export_matches_keras(cnn_run):
                                    "--images", "100"])
     assert res.exit_code == 0, res.output
     assert "labels agree 100.00%" in res.output
+
+
+def test_mixed_bfloat16_convnet_trains_and_resumes_bit_identically(tmp_path):
+    cfg = load_config("cnn", data__dataset="digits", overrides=[
+        *CNN, 'train.precision="mixed_bfloat16"', "train.learning_rate=0.01"])
+    whole = train(cfg, out=tmp_path / "whole", report=False)
+    model = whole.load_model()
+    assert [layer.compute_dtype for layer in model.layers][-2:] == ["bfloat16", "float32"]
+    assert all(w.dtype == "float32" for w in model.weights)  # weights stay float32
+    assert whole.metrics["test_accuracy"] > 0.3  # it learns (10 classes: chance is 0.1)
+
+    def stop_after_first(epoch, epochs, logs):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, out=tmp_path / "cut", report=False, progress=stop_after_first)
+    (run_dir,) = (tmp_path / "cut").iterdir()
+    assert compare_weights(train(resume=run_dir, report=False).load_model(), model)

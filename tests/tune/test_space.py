@@ -17,6 +17,7 @@ def test_default_space_covers_the_mlp_fields():
     assert set(space.params) == {
         "model.hidden", "model.activation", "model.dropout", "train.optimizer",
         "train.learning_rate", "train.momentum", "train.batch_size", "train.epochs",
+        "train.schedule",
     }
     assert space.settings.pruner == "median"
     assert space.text == DEFAULT_SPACE

@@ -38,9 +38,9 @@ FIXED_KEYS = ("preset", "seed", "train.loop", "train.devices", "train.monitor")
 DEFAULT_SPACE = """\
 # mnistlab's default search space for the tutorial's MLP (mnistlab tune without --space).
 # Sized so 60 trials fit in about 15 minutes on 2 cores with full Fashion-MNIST (README):
-# widths up to 256, batches of 64-256, at most 30 epochs, and pruning from epoch 3.
+# widths up to 512, batches of 64-256, at most 40 epochs, and pruning from epoch 3.
 [model]
-hidden = { type = "layers", layers = [1, 3], choices = [64, 128, 256] }
+hidden = { type = "layers", layers = [1, 3], choices = [64, 128, 256, 512] }
 activation = { type = "categorical", choices = ["relu", "tanh"] }
 dropout = { type = "float", low = 0.0, high = 0.3 }
 
@@ -48,8 +48,9 @@ dropout = { type = "float", low = 0.0, high = 0.3 }
 optimizer = { type = "categorical", choices = ["sgd", "adam", "rmsprop"] }
 learning_rate = { type = "log", low = 1e-4, high = 0.3 }
 momentum = { type = "float", low = 0.0, high = 0.95 }
+schedule = { type = "categorical", choices = ["constant", "cosine"] }
 batch_size = { type = "categorical", choices = [64, 128, 256] }
-epochs = { type = "int", low = 10, high = 30 }  # the cap: pruning stops weak trials sooner
+epochs = { type = "int", low = 10, high = 40 }  # the cap: pruning stops weak trials sooner
 
 [tune]
 pruner = "median"
