@@ -88,11 +88,16 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
         TrainingError: the loss became NaN or infinite (diverged).
         ModelError: the configuration is not a model the loop can train.
     """
-    from mnistlab.backend import choose, import_keras
-    from mnistlab.model import build_model, compile_model
+    from mnistlab.backend import choose, without_tensorflow
 
     choose(config.model.kind)  # convnets on TensorFlow when installed (if keras is not loaded)
-    import_keras()
+    with without_tensorflow():  # a schedule's get_config would import all of TensorFlow (3 s)
+        return _fit(config, split, on_epoch)
+
+
+def _fit(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
+    from mnistlab.model import build_model, compile_model
+
     model = build_model(config.model, split.image_shape, split.num_classes, seed=config.seed,
                         precision=config.train.precision)
     compile_model(model, config.train, math.ceil(len(split.x) / config.train.batch_size))
