@@ -65,6 +65,9 @@ class ModelConfig(_Section):
                            description="mlp: after each hidden Dense; cnn: after Flatten and each Dense")
     conv: list[ConvBlock] = Field(default_factory=_keras_io_blocks, max_length=8,
                                   description="cnn only: the convolution blocks, in order")
+    batch_norm_momentum: float = Field(
+        0.99, gt=0.0, lt=1.0, description="of BatchNormalization's moving statistics (Keras' "
+        "default 0.99 lags for a few hundred steps: use 0.9 on small datasets)")
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -158,7 +161,7 @@ PRESETS: dict[str, dict] = {
     "best": {
         "data": {"val_fraction": 0.1},
         "model": {
-            "kind": "cnn", "hidden": [128], "dropout": 0.25,
+            "kind": "cnn", "hidden": [128], "dropout": 0.25, "batch_norm_momentum": 0.9,
             "conv": [{"filters": 32, "padding": "same", "batch_norm": True},
                      {"filters": 64, "padding": "same", "batch_norm": True},
                      {"filters": 128, "padding": "same", "batch_norm": True}],

@@ -31,7 +31,8 @@ def _conv_layers(cfg: ModelConfig, input_shape: tuple[int, ...], seed: int) -> l
             activation=None if block.batch_norm else cfg.activation,
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 200 + i)))
         if block.batch_norm:
-            layers += [keras.layers.BatchNormalization(name=f"batchnorm{i}"),
+            layers += [keras.layers.BatchNormalization(momentum=cfg.batch_norm_momentum,
+                                                       name=f"batchnorm{i}"),
                        keras.layers.Activation(cfg.activation, name=f"activation{i}")]
         if block.padding == "valid":
             h, w = h - block.kernel + 1, w - block.kernel + 1
