@@ -1,10 +1,11 @@
 """How fast is Predictor? Single-image latency and batch throughput, vs model.predict.
 
-    python bench/predictor_speed.py [--repeats 30] [--threads N]
+    python bench/predictor_speed.py [--repeats 30] [--threads N] [--model mlp|cnn]
 
-Uses the tutorial MLP (784-100-64-32-10) as mnistlab builds it, untrained: speed does not depend
-on the weights. Prints best and median of ``--repeats`` runs (the best is the machine's capability,
-the median what a busy machine gives) and writes bench/results/predictor_speed.json.
+Uses the tutorial MLP (784-100-64-32-10) as mnistlab builds it, or with ``--model cnn`` the
+keras-io convnet of the ``cnn`` preset (run through Keras on the backend of ``KERAS_BACKEND``),
+untrained: speed does not depend on the weights. Prints best and median of ``--repeats`` runs (the best is the machine's capability,
+the median what a busy machine gives) and writes bench/results/predictor_speed.json (``-cnn`` for the convnet).
 """
 
 import argparse
@@ -31,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None, help="limit BLAS threads")
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     args = parser.parse_args()
     if args.threads:
         from threadpoolctl import threadpool_limits
@@ -41,14 +43,15 @@ def main() -> None:
     from threadpoolctl import threadpool_info
 
     from mnistlab.backend import import_keras
-    from mnistlab.config import ModelConfig
+    from mnistlab.config import load_config
     from mnistlab.inference import Predictor
     from mnistlab.model import build_model
 
     # As mnistlab runs it: Keras imported without TensorFlow's, matplotlib's and pandas' imports
     # (keras.utils.set_random_seed would import TensorFlow, whose threads then share the cores).
     import_keras()
-    model = build_model(ModelConfig(), (28, 28), 10, seed=0)
+    preset = "cnn" if args.model == "cnn" else "tutorial"
+    model = build_model(load_config(preset).model, (28, 28), 10, seed=0)
     predictor = Predictor.from_model(model)
     rng = np.random.default_rng(0)
     batch_u8 = rng.integers(0, 256, (10_000, 28, 28), dtype=np.uint8)
@@ -93,7 +96,8 @@ def main() -> None:
         r = result["rows"][name]
         r["images_per_s_best"] = 10_000 / (r["best_ms"] / 1e3)
         print(f"{name[:-5]}: {r['images_per_s_best']:,.0f} images/s (best)")
-    out = Path(__file__).parent / "results" / "predictor_speed.json"
+    name = "predictor_speed.json" if args.model == "mlp" else "predictor_speed-cnn.json"
+    out = Path(__file__).parent / "results" / name
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
