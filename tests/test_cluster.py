@@ -112,6 +112,17 @@ def test_job_spec_from_flags_and_environment():
         job_from(environ={**env, "KERAS_DISTRIBUTION_PROCESS_ID": "one"})
 
 
+def test_a_breakdown_names_the_lost_processes_even_when_the_runtime_does_not():
+    from mnistlab.cluster import JobSpec, _breakdown
+
+    text = ["F0000 some runtime abort the parser does not know\n"]
+    survivor = _breakdown(text, JobSpec("127.0.0.1:1234", 2, 0))
+    assert "process(es) 1 stopped answering" in survivor and "--resume" in survivor
+    assert "one or more" in _breakdown(text, JobSpec("127.0.0.1:1234", 3, 0))
+    peer = _breakdown(text, JobSpec("127.0.0.1:1234", 2, 1))
+    assert "coordinator at 127.0.0.1:1234 went away" in peer
+
+
 def test_local_rows_split_every_global_batch_in_order():
     n, batch = 20, 8  # batches [0,8) [8,16) [16,20)
     parts = [local_rows(n, batch, 2, p) for p in (0, 1)]

@@ -19,7 +19,6 @@ from mnistlab.files import load_npz
 
 FIGURES = (
     "samples",
-    "augmented",
     "model",
     "curves",
     "confusion",
@@ -28,6 +27,7 @@ FIGURES = (
     "confidence",
     "weights",
 )
+OPTIONAL_FIGURES = ("augmented",)  # only for runs trained with augmentation
 
 
 def _arrays(run, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -67,7 +67,8 @@ def build_figures(
         force_diagram_fallback: draw the model with matplotlib even if Graphviz is available.
 
     Returns:
-        ``(pngs, notes)``: PNG bytes by figure name (``FIGURES``, ``weights`` only for image
+        ``(pngs, notes)``: PNG bytes by figure name (``FIGURES``, plus ``augmented`` for a run
+        trained with augmentation; ``weights`` only for image
         inputs whose first Dense layer sees every pixel) and a note per figure, if any.
 
     Raises:
@@ -140,7 +141,7 @@ def build_report(run_dir: str | Path, force_diagram_fallback: bool = False) -> P
     pngs, notes = build_figures(run, model, force_diagram_fallback)
     for name, data in pngs.items():
         write_bytes(run.file(f"{name}.png"), data)
-    for name in set(FIGURES) - set(pngs):
+    for name in set(FIGURES + OPTIONAL_FIGURES) - set(pngs):
         run.file(f"{name}.png").unlink(missing_ok=True)  # never leave a stale figure behind
     out = run.file("report.html")
     write_text(out, render_report(run, layer_rows(model), pngs, notes))
