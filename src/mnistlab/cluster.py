@@ -248,7 +248,8 @@ def _breakdown(kept: list[str], spec: JobSpec) -> str:
                 "--process-id, and check that process 0's host and port are reachable")
     if spec.process_id == 0:  # the coordinator is here: a peer went, the runtime said no more
         others = ", ".join(str(i) for i in range(1, spec.num_processes))
-        which = "" if spec.num_processes == 2 else " (one or more of them; the runtime did not say which)"
+        which = ("" if spec.num_processes == 2
+                 else " (one or more of them; the runtime did not say which)")
         return (f"the multi-process job broke down ({where}): process(es) {others} stopped "
                 f"answering{which}: died or was killed. The last checkpoint is kept: start every "
                 "process again with --resume RUN")

@@ -1,7 +1,7 @@
 """One epoch of Keras ``fit``, as ``mnistlab train`` and ``mnistlab tune`` both run it.
 
 Used for everything the fast engine (``mnistlab.engine``) does not train: convnets, and models
-trained with augmentation or label smoothing. Every epoch trains on the seeded permutation
+trained with augmentation, label smoothing or mixed precision. Every epoch trains on the seeded permutation
 ``engine.permutation(seed, epoch, n)`` and, when augmentation is on, on images transformed by
 ``mnistlab.augment`` from ``(seed, epoch)``, so resuming after any epoch gives the same bits as an
 uninterrupted run.
@@ -29,8 +29,9 @@ def fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parall
     """Train epoch ``epoch`` with ``model.fit`` and return its logs (loss, accuracy, val_*).
 
     ``x`` is uint8 pixels (scaled here, one epoch at a time: no float32 copy of the whole set
-    is kept) or float32 in [0, 1]; ``xv`` is float32. In a multi-process job every process permutes (and augments) the
-    whole set the same way, then feeds only its own slice of each global batch
+    is kept) or float32 in [0, 1]; ``xv`` is float32. In a multi-process job every process
+    permutes (and augments) the whole set the same way, then feeds only its own slice of each
+    global batch
     (``DataParallelTraining.local``). ``progress.step``, if there is one, hears every step.
     """
     order = permutation(cfg.seed, epoch, len(x)) if cfg.train.shuffle else np.arange(len(x))

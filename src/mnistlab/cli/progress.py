@@ -34,7 +34,8 @@ def bar_line(epoch: int, epochs: int, step: int, steps: int, elapsed: float, log
     bar = "=" * done + (">" if done < cells else "") + "." * max(0, cells - done - 1)
     eta = elapsed / step * (steps - step) if step else 0.0
     figures = "".join(f" - {k}: {logs[k]:.4f}" for k in ("loss", "accuracy") if k in logs)
-    line = f"Epoch {epoch}/{epochs} {step:>{len(str(steps))}}/{steps} [{bar}] ETA {eta:.0f}s{figures}"
+    count = f"{step:>{len(str(steps))}}/{steps}"
+    line = f"Epoch {epoch}/{epochs} {count} [{bar}] ETA {eta:.0f}s{figures}"
     return line[: max(width - 1, 10)]
 
 
