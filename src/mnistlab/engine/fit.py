@@ -138,6 +138,8 @@ def fit_fast(
                      verbose=verbose, steps=math.ceil(len(x) / batch_size))
     history.engine = {"path": chosen, "threads": threads,
                       "threads_used": list(loop.used) if isinstance(loop, SgdLoop) else None}
+    if getattr(loop, "replica_epochs", 0):  # trained on numpy while the kernels compiled
+        history.engine["replica_epochs"] = loop.replica_epochs
     return history
 
 

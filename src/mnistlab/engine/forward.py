@@ -190,6 +190,8 @@ class Network:
         OpenBLAS here)."""
         if self.compiled is None:
             try:
+                if not _forward_cached():  # numpy until a background process has compiled it
+                    return None
                 self.compiled = CompiledForward.from_layers(
                     [(s.kernel, s.bias, s.activation) for s in self.steps]
                 )
@@ -218,6 +220,25 @@ class Network:
             else:
                 h, owned = activate(h if owned else h.copy(), step.activation), True
         return h
+
+
+_warming = None
+
+
+def _forward_cached() -> bool:
+    """Is the compiled forward pass in numba's cache? If not, compile it in the background
+    (``engine.warm``) rather than keep a caller waiting ~5 s. Raises ImportError without numba
+    or numpy's OpenBLAS."""
+    global _warming
+    from mnistlab.engine import kernels
+
+    if kernels.compiled_before("forward_rows"):
+        return True
+    if _warming is None:
+        from mnistlab.engine import warm
+
+        _warming = warm.start()
+    return _warming.ready()
 
 
 @functools.cache

@@ -22,7 +22,7 @@ import logging
 
 import numpy as np
 
-from mnistlab.engine.forward import CompiledForward
+from mnistlab.engine.forward import CHUNK, CompiledForward
 from mnistlab.engine.sgd_loop import SgdLoop
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,13 @@ class JitLoop(SgdLoop):
     """
 
     def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, most_threads=2,
-                 forced: int | None = None):
+                 forced: int | None = None, compile_now: bool = False):
+        """``compile_now``: compile here if the cache lacks the kernels, instead of training on the
+        numpy replica while a background process compiles them (``engine.warm``)."""
         from mnistlab.engine import kernels
 
         jk = kernels.load()
-        if not kernels.compiled_before():
-            # A warning so that it shows without any logging set up (Python's last-resort
-            # handler prints it to stderr): the user would otherwise wait ~20 s for nothing.
-            log.warning(
-                "mnistlab: compiling the training loop for this machine (once, about 20 s; "
-                "kept in %s)", jk.numba.config.CACHE_DIR,
-            )
-        two = most_threads > 1 and kernels.parallel_threads() > 1
-        super().__init__(plan, optimizer, batch_size, n_train, two, forced)
+        super().__init__(plan, optimizer, batch_size, n_train, False, forced)
         self.jk = jk
         widths = [d.kernel.shape[1] for d in plan]
         self.layout = np.array(
@@ -101,6 +95,57 @@ class JitLoop(SgdLoop):
         self.cut = split_row(n_in, widths)
         # the weights as they train (the flat buffer itself, not a copy)
         self.forward = CompiledForward(self.w_flat, self.layout, self.acts)
+        self.replica = self.warming = None
+        self.replica_epochs = 0  # epochs trained on the replica before the compiled code was ready
+        if not kernels.compiled_before():
+            self._while_compiling(jk, compile_now)
+        # the thread count is measured once the compiled code runs (the probe loads a kernel)
+        self.two_usable = self.two = (
+            most_threads > 1 and self.replica is None and kernels.parallel_threads() > 1
+        )
+        self._most = most_threads
+
+    def _while_compiling(self, jk, compile_now: bool) -> None:
+        """The cache lacks the kernels: train on the replica while they compile elsewhere, or
+        (other activations, or asked to) compile them here, saying so."""
+        from mnistlab.engine import replica, warm
+        from mnistlab.engine.blas import Threads
+
+        sgemm = Threads()._sgemm
+        if not compile_now and sgemm is not None and replica.exact(self.acts[:-1]):
+            self.replica = replica.Replica(sgemm)
+            self.warming = warm.start()
+            log.info("mnistlab: compiling the training loop in the background; numpy meanwhile")
+            return
+        # A warning so that it shows without any logging set up (Python's last-resort handler
+        # prints it to stderr): the user would otherwise wait ~25 s for nothing.
+        log.warning(
+            "mnistlab: compiling the training loop for this machine (once, about 25 s; kept in "
+            "%s)", jk.numba.config.CACHE_DIR,
+        )
+
+    def train_epoch(self, x, y, order, rng):
+        if self.replica is not None and self.warming.ready():
+            self._switch()
+        if self.replica is None:
+            return super().train_epoch(x, y, order, rng)
+        y_ord = y[order]
+        self.replica.epoch(
+            x, _scale(x), order, y_ord.astype(np.int64, copy=False), self.bs, self.cut, self.lr,
+            self.mom, self.nesterov, self.m_flat is None, self.net, self.buf, self.pt, self.pred,
+        )
+        self.used.append(1)
+        self.replica_epochs += 1
+        return (*self._tally(y_ord), -(-len(order) // self.bs))
+
+    def _switch(self) -> None:
+        """The compiled kernels are cached: train on them from this epoch (the same bits)."""
+        from mnistlab.engine import kernels
+
+        self.replica = None
+        self.two_usable = self._most > 1 and kernels.parallel_threads() > 1
+        self.two = self.two_usable
+        log.info("mnistlab: the compiled training loop is ready; switching to it")
 
     def _run(self, x, y_ord, order, rng, two: bool) -> int:
         epoch = self.jk.epoch_two if two else self.jk.epoch_one
@@ -111,6 +156,10 @@ class JitLoop(SgdLoop):
         return -(-len(order) // self.bs)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.replica is not None:
+            out = np.empty((len(x), self.layout[-1, 2]), np.float32)
+            self.replica.forward(x, _scale(x), self.w_flat, self.layout, self.acts, CHUNK, out)
+            return out
         return self.forward(x, _scale(x), self.two)
 
 

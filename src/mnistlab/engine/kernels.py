@@ -30,6 +30,15 @@ import numpy as np
 from mnistlab.engine.blas import Threads
 
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+# The softmax's exp, as float32 products and sums only (Cephes' expf: range reduction by ln 2, a
+# degree-5 polynomial, a power of two from a table), so that numpy (``engine.replica``) computes
+# the very same bits; a library exp differs between numba and numpy in the last bit.
+EXP_LOWEST = np.float32(-87.0)  # exp(-87) ~ 1.6e-38: inputs below give this (softmax: ~0 anyway)
+EXP_LOG2E = np.float32(1.44269504088896341)
+EXP_C1, EXP_C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 = C1 + C2
+EXP_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                      4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+EXP_POW2 = (2.0 ** np.arange(-126, 1)).astype(np.float32)  # 2**n for n = -126..0
 _sgemm = None  # numpy's cblas_sgemm as a numba external function, set by ``load``
 prange = range  # numba.prange once ``load`` has run (compiled code reads it when compiling)
 
@@ -138,8 +147,9 @@ def _bias_act(h, b, code):
     for r in range(rows):
         for c in range(cols):
             v = h[r, c] + b[c] if nb else h[r, c]
-            if code == 1:
-                v = v if v > 0 else np.float32(0)
+            if code == 1:  # numpy's maximum(v, zeros): -0 becomes +0, NaN stays
+                if v <= 0:
+                    v = np.float32(0)
             elif code == 2:
                 v = np.tanh(v)
             elif code == 3:
@@ -154,9 +164,8 @@ def _act_back(g, a, code):
     for r in range(rows):
         for c in range(cols):
             v = a[r, c]
-            if code == 1:
-                if v <= 0:
-                    g[r, c] = 0
+            if code == 1:  # times 0 or 1, as numpy's g * (a > 0)
+                g[r, c] *= np.float32(1) if v > 0 else np.float32(0)
             elif code == 2:
                 g[r, c] *= np.float32(1) - v * v
             elif code == 3:
@@ -164,8 +173,25 @@ def _act_back(g, a, code):
 
 
 @kernel()
+def _exp32(v):
+    """``exp(v)`` for float32 ``v <= 0`` (NaN stays NaN), within ~1 ulp; the same bits as
+    ``engine.replica.exp32``."""
+    if v < EXP_LOWEST:
+        v = EXP_LOWEST
+    n = np.rint(v * EXP_LOG2E)
+    if n != n:  # NaN
+        return v
+    r = v - n * EXP_C1 - n * EXP_C2
+    p0, p1, p2, p3, p4, p5 = EXP_P
+    y = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+    y = y * (r * r) + r + np.float32(1)
+    return y * EXP_POW2[int(n) + 126]
+
+
+@kernel()
 def _softmax_rows(z, b):
-    """Rows of ``z`` (logits) become ``softmax(z + b)``."""
+    """Rows of ``z`` (logits) become ``softmax(z + b)``: exp by ``_exp32``, the sum in column
+    order."""
     rows, cols = z.shape
     nb = b.shape[0]
     for r in range(rows):
@@ -177,7 +203,7 @@ def _softmax_rows(z, b):
                 top = z[r, c]
         total = np.float32(0)
         for c in range(cols):
-            e = np.exp(z[r, c] - top)
+            e = _exp32(z[r, c] - top)
             z[r, c] = e
             total += e
         for c in range(cols):
@@ -390,17 +416,24 @@ def forward_rows(x, scale, w_flat, layout, acts, chunk, out):
         _softmax_rows(out[s:e], _bias(w_flat, layout, last))
 
 
-def compiled_before() -> bool:
-    """Is this file's epoch kernel in the cache, newer than the file (so it will be loaded)?"""
+def compiled_before(*names: str) -> bool:
+    """Are these kernels (default: the training ones, ``TRAINING``) in the cache, newer than this
+    file (so the next call loads them instead of compiling)?"""
     k = load()
     try:
         folder = Path(k.epoch_two._cache._cache_path)  # numba's own place for this source file
     except AttributeError:  # another numba: look anywhere in the cache
         folder = Path(k.numba.config.CACHE_DIR)
+    if not folder.is_dir():
+        return False
     source = Path(__file__).stat().st_mtime
-    return folder.is_dir() and any(
-        p.stat().st_mtime >= source for p in folder.rglob("kernels.epoch_two-*.nbi")
+    return all(
+        any(p.stat().st_mtime >= source for p in folder.rglob(f"kernels.{name}-*.nbi"))
+        for name in names or TRAINING
     )
+
+
+TRAINING = ("epoch_two", "epoch_one", "forward_rows")  # what ``mnistlab train``'s loop calls
 
 
 def parallel_threads() -> int:

@@ -16,14 +16,22 @@ import numpy as np
 from mnistlab.engine.loss import HI, LO
 
 
+def _numpy(v):
+    """A Keras variable or tensor, or a numpy array or number, as numpy (Keras imported only for
+    the former: a loop built from numpy arrays does not need it)."""
+    if isinstance(v, np.ndarray | np.generic | float | int):
+        return np.asarray(v)
+    import keras
+
+    return keras.ops.convert_to_numpy(v)
+
+
 class SgdLoop:
     """Keras SGD (optionally with momentum / Nesterov) on float32 numpy parameters."""
 
     def __init__(self, plan, optimizer, batch_size: int, n_train: int, two_usable: bool,
                  forced: int | None = None):
         """``forced``: 1 or 2 threads every epoch (where two are usable) instead of measuring."""
-        import keras
-
         self.plan, self.optimizer, self.bs = plan, optimizer, batch_size
         self.vars = [v for d in plan for v in (d.kernel, d.bias) if v is not None]
         sizes = [math.prod(v.shape) for v in self.vars]
@@ -44,17 +52,17 @@ class SgdLoop:
                 size = math.prod(v.shape)
                 ws.append(self.w_flat[off : off + size].reshape(v.shape))
                 gs.append(self.g_flat[off : off + size].reshape(v.shape))
-                ws[-1][...] = keras.ops.convert_to_numpy(v)
+                ws[-1][...] = _numpy(v)
                 off += size
             self.offsets.append(tuple(starts))
 
-        self.lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        self.lr = float(_numpy(optimizer.learning_rate))
         self.mom = np.float32(optimizer.momentum)
         self.nesterov = bool(optimizer.nesterov)
         self.m_flat = None
         if optimizer.momentum:
             self.m_flat = np.concatenate(
-                [keras.ops.convert_to_numpy(m).ravel() for m in optimizer.momentums]
+                [_numpy(m).ravel() for m in optimizer.momentums]
             ).astype(np.float32)
 
         self.pt = np.empty(n_train, np.float32)  # each sample's true-class probability
@@ -80,9 +88,12 @@ class SgdLoop:
         if self._warm:
             self._record(self.two, (time.perf_counter() - t0) / steps)
         self._warm = True  # the first epoch loads (or compiles) code and touches fresh memory
+        return (*self._tally(y_ord), steps)
+
+    def _tally(self, y_ord) -> tuple[float, int]:
+        """The epoch's summed loss and number correct, from ``pt`` and ``pred``."""
         loss = -np.log(np.clip(self.pt, LO, HI)).astype(np.float64).sum()
-        correct = int((self.pred == y_ord).sum())
-        return float(loss), correct, steps
+        return float(loss), int((self.pred == y_ord).sum())
 
     def _run(self, x, y_ord, order, rng, two: bool) -> int:
         """Train on ``x[order]`` (labels ``y_ord``), fill ``pt`` and ``pred``; return the steps."""

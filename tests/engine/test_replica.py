@@ -1,0 +1,145 @@
+"""The numpy replica of the compiled kernels gives their very bits, so a run can start on it while
+numba compiles in the background and switch at an epoch boundary without changing its result."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mnistlab.engine import kernels, replica
+from mnistlab.engine.jit_loop import JitLoop
+
+
+def loop(momentum=0.0, nesterov=False, batch_size=32, widths=(24, 12, 10), seed=0,
+         compile_now=True):
+    """A JitLoop on a network made of numpy arrays (the kernels' argument types, no Keras)."""
+    rng = np.random.default_rng(seed)
+    sizes = (64, *widths)
+    plan = [
+        SimpleNamespace(kernel=rng.standard_normal((a, b), np.float32) * np.float32(a**-0.5),
+                        bias=rng.standard_normal(b, np.float32) * np.float32(0.1),
+                        activation="softmax" if i == len(widths) - 1 else "relu", dropout=0.0)
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False))
+    ]
+    momentums = [np.zeros_like(v) for d in plan for v in (d.kernel, d.bias)]
+    sgd = SimpleNamespace(learning_rate=0.05, momentum=momentum, nesterov=nesterov,
+                          momentums=momentums if momentum else [])
+    return JitLoop(plan, sgd, batch_size, 64, 203, compile_now=compile_now)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (203, 64), dtype=np.uint8)
+    y = (x[:, :8].mean(1) > 127).astype(np.int64) * 3 + (x[:, 8] % 3)
+    return x, y, rng.integers(0, 256, (1100, 64), dtype=np.uint8)
+
+
+def state(lp):
+    m = lp.m_flat if lp.m_flat is not None else np.empty(0, np.float32)
+    return [a.tobytes() for a in (lp.w_flat, m, lp.pt, lp.pred)]
+
+
+def test_exp32_gives_the_kernels_bits_within_one_ulp():
+    import numba
+
+    v = np.concatenate([-np.logspace(-30, np.log10(86.9), 100_000).astype(np.float32),
+                        np.float32([0.0, -0.0, -87.0, -87.5, -1e4, -np.inf, np.nan])])
+    compiled = numba.njit(lambda a: np.array([kernels._exp32(e) for e in a]))
+    kernels.load()
+    assert np.array_equal(compiled(v), replica.exp32(v), equal_nan=True)
+    ours, truth = replica.exp32(v[:-7]).astype(np.float64), np.exp(v[:-7].astype(np.float64))
+    assert (np.abs(ours - truth) / np.spacing(truth.astype(np.float32))).max() < 1.0
+    assert np.isnan(replica.exp32(np.float32([np.nan])))[0]
+
+
+@pytest.mark.parametrize(("momentum", "nesterov", "batch_size", "as_float"), [
+    (0.0, False, 32, False),  # last batch of 11
+    (0.9, False, 101, False),  # last batch of 1: an empty second half
+    (0.9, True, 64, True),  # float32 input, Nesterov
+])
+def test_replica_epochs_give_the_compiled_bits(data, momentum, nesterov, batch_size, as_float):
+    x, y, xv = data
+    if as_float:
+        x, xv = x.astype(np.float32) / np.float32(255), xv.astype(np.float32) / np.float32(255)
+    compiled = loop(momentum, nesterov, batch_size)
+    copied = loop(momentum, nesterov, batch_size)
+    copied.replica = replica.Replica(kernels_sgemm())
+    copied.warming = SimpleNamespace(ready=lambda: False)
+    for epoch in range(3):
+        order = np.random.default_rng(epoch).permutation(len(x))
+        a = compiled.train_epoch(x, y, order, None)
+        b = copied.train_epoch(x, y, order, None)
+        assert a == b
+        assert state(compiled) == state(copied)
+        assert compiled.predict(xv).tobytes() == copied.predict(xv).tobytes()
+    assert copied.replica_epochs == 3 and copied.used == [1, 1, 1]
+
+
+def kernels_sgemm():
+    from mnistlab.engine.blas import Threads
+
+    return Threads()._sgemm
+
+
+def test_switching_to_compiled_code_mid_run_keeps_every_bit(data):
+    x, y, _ = data
+    compiled, switching = loop(0.9), loop(0.9)
+    switching.replica = replica.Replica(kernels_sgemm())
+    ready = iter([False, False, True])
+    switching.warming = SimpleNamespace(ready=lambda: next(ready, True))
+    for epoch in range(4):
+        order = np.random.default_rng(epoch).permutation(len(x))
+        assert compiled.train_epoch(x, y, order, None) == switching.train_epoch(x, y, order, None)
+    assert switching.replica is None and switching.replica_epochs == 2
+    assert state(compiled) == state(switching)
+
+
+def test_only_relu_and_linear_are_replicated():
+    codes = kernels.ACTIVATIONS
+    assert replica.exact([codes["relu"], codes["linear"]])
+    assert not replica.exact([codes["relu"], codes["tanh"]])
+    assert not replica.exact([codes["sigmoid"]])
+
+
+@pytest.mark.slow
+def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path, data):
+    """A process with an empty cache starts at once, compiles in the background and ends on the
+    compiled code, with the same bits as a loop that was compiled from the start."""
+    x, y, _ = data
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    script = textwrap.dedent(f"""
+        import json, time, numpy as np, sys
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from test_replica import loop
+        d = np.load({str(tmp_path / "data.npz")!r})
+        x, y = d["x"], d["y"]
+        cold = loop(0.9, compile_now=False)
+        started = cold.replica is not None
+        t0, epoch = time.time(), 0
+        while cold.replica is not None and time.time() - t0 < 240:
+            cold.train_epoch(x, y, np.random.default_rng(epoch).permutation(len(x)), None)
+            epoch += 1
+        for extra in range(2):  # and two more on the compiled code
+            cold.train_epoch(x, y, np.random.default_rng(epoch).permutation(len(x)), None)
+            epoch += 1
+        warm = loop(0.9)
+        for e in range(epoch):
+            warm.train_epoch(x, y, np.random.default_rng(e).permutation(len(x)), None)
+        print(json.dumps({{"started_on_replica": started, "replica_epochs": cold.replica_epochs,
+                          "epochs": epoch, "same": bool((cold.w_flat == warm.w_flat).all()
+                                                       and (cold.m_flat == warm.m_flat).all())}}))
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["started_on_replica"] and result["replica_epochs"] > 0
+    # the switching epoch and two more ran compiled
+    assert result["epochs"] == result["replica_epochs"] + 3 and result["same"]
