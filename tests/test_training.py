@@ -60,6 +60,19 @@ def test_split_matches_the_tutorials_train_test_split(digits_run):
     assert np.array_equal(ds.x_train[split["val_idx"]], x_va)
 
 
+@pytest.mark.parametrize("n", [7, 100, 1797, 60_000])
+@pytest.mark.parametrize(("fraction", "seed"), [(0.3, 111), (0.1, 0), (0.25, 7), (0.5, 2**31 - 1)])
+def test_the_split_without_sklearn_is_train_test_split(n, fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    from mnistlab.data.split import split_train_val
+
+    want_train, want_val = train_test_split(np.arange(n), test_size=fraction, random_state=seed)
+    train_idx, val_idx = split_train_val(np.zeros(n, np.int64), fraction, seed)
+    assert np.array_equal(train_idx, want_train) and np.array_equal(val_idx, want_val)
+    assert train_idx.dtype == val_idx.dtype == np.int64
+
+
 def test_every_epoch_gets_a_new_seeded_order():
     a0, a1 = permutation(111, 0, 1000), permutation(111, 1, 1000)
     assert not np.array_equal(a0, a1)

@@ -93,7 +93,7 @@ def without_tensorflow():
 
 # Imported by Keras at start-up for features mnistlab never uses through Keras (its image-gallery
 # plot, pandas input to fit): 0.6-0.75 s of the ~2.2 s ``import keras`` on a 2-core machine.
-_NOT_FOR_KERAS = ("matplotlib", "pandas")
+_NOT_FOR_KERAS = ("matplotlib", "pandas", "sklearn")
 
 
 def import_keras():

@@ -36,40 +36,78 @@ def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names) -> tuple
         class_names: ``C`` names, index = label.
 
     Returns:
-        ``(metrics, report_text)``: a JSON-ready dict (see README, metrics.json) and sklearn's
-        ``classification_report`` text.
+        ``(metrics, report_text)``: a JSON-ready dict (see README, metrics.json) and the text of
+        sklearn's ``classification_report(..., digits=4, zero_division=0)``, computed here with
+        the same formulas and layout (importing sklearn costs ~1 s of every run).
     """
-    from sklearn.metrics import classification_report, confusion_matrix
-
     labels = np.asarray(labels, dtype=np.int64)
     c = len(class_names)
     p = np.clip(probs[np.arange(len(labels)), labels].astype(np.float64), EPSILON, 1.0 - EPSILON)
-    predicted = probs.argmax(axis=1)
+    predicted = probs.argmax(axis=1).astype(np.int64)
     names = [str(n) for n in class_names]
-    rep = classification_report(
-        labels, predicted, labels=list(range(c)), target_names=names, digits=4,
-        output_dict=True, zero_division=0,
-    )
-    text = classification_report(
-        labels, predicted, labels=list(range(c)), target_names=names, digits=4, zero_division=0
-    )
-
-    def row(d):
-        return {"precision": d["precision"], "recall": d["recall"], "f1": d["f1-score"],
-                "support": int(d["support"])}
-
+    matrix = np.bincount(labels * c + predicted, minlength=c * c).reshape(c, c)
+    per_class, averages = _scores(matrix)
     metrics = {
         "test_loss": float(-np.log(p).mean()),
         "test_accuracy": float((predicted == labels).mean()),
         "n_test": int(len(labels)),
         "num_classes": c,
         "class_names": names,
-        "per_class": {str(i): row(rep[names[i]]) for i in range(c)},
-        "macro_avg": row(rep["macro avg"]),
-        "weighted_avg": row(rep["weighted avg"]),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=list(range(c))).tolist(),
+        "per_class": {str(i): per_class[i] for i in range(c)},
+        "macro_avg": averages["macro avg"],
+        "weighted_avg": averages["weighted avg"],
+        "confusion_matrix": matrix.tolist(),
     }
-    return metrics, text
+    return metrics, _report_text(names, per_class, averages)
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, 0 where ``den`` is 0 (sklearn's ``zero_division=0``)."""
+    zero = den == 0
+    out = num / np.where(zero, 1, den)
+    out[zero] = 0.0
+    return out
+
+
+def _scores(matrix: np.ndarray) -> tuple[list[dict], dict]:
+    """Per-class precision, recall, F1 and support from a confusion matrix (rows: true labels),
+    and the accuracy, macro and weighted averages, as sklearn computes them."""
+    tp, predicted, true = np.diag(matrix), matrix.sum(0), matrix.sum(1)
+    precision, recall = _divide(tp, predicted), _divide(tp, true)
+    f1 = _divide(2.0 * tp, 1.0 * true + predicted)
+    rows = [{"precision": float(a), "recall": float(b), "f1": float(f), "support": int(s)}
+            for a, b, f, s in zip(precision, recall, f1, true, strict=True)]
+    n = int(true.sum())
+    averages = {
+        "accuracy": {"f1": float(2.0 * tp.sum() / (2 * n)) if n else 0.0, "support": n},
+        "macro avg": {"precision": float(np.average(precision)),
+                      "recall": float(np.average(recall)), "f1": float(np.average(f1)),
+                      "support": n},
+        "weighted avg": {"precision": float(np.average(precision, weights=true)),
+                         "recall": float(np.average(recall, weights=true)),
+                         "f1": float(np.average(f1, weights=true)), "support": n},
+    }
+    return rows, averages
+
+
+def _report_text(names: list[str], rows: list[dict], averages: dict, digits: int = 4) -> str:
+    """sklearn's ``classification_report`` layout."""
+    width = max(max(len(n) for n in names), len("weighted avg"), digits)
+    head = "{:>{width}s} " + " {:>9}" * 4
+    line = "{:>{width}s} " + " {:>9.{digits}f}" * 3 + " {:>9}\n"
+    text = head.format("", "precision", "recall", "f1-score", "support", width=width) + "\n\n"
+    for name, r in zip(names, rows, strict=True):
+        text += line.format(name, r["precision"], r["recall"], r["f1"], r["support"],
+                            width=width, digits=digits)
+    text += "\n"
+    acc = averages["accuracy"]
+    text += ("{:>{width}s} " + " {:>9.{digits}}" * 2 + " {:>9.{digits}f}" + " {:>9}\n").format(
+        "accuracy", "", "", acc["f1"], acc["support"], width=width, digits=digits)
+    for name in ("macro avg", "weighted avg"):
+        a = averages[name]
+        text += line.format(name, a["precision"], a["recall"], a["f1"], a["support"],
+                            width=width, digits=digits)
+    return text
 
 
 def evaluate_model(model, images: np.ndarray, labels: np.ndarray, class_names):
