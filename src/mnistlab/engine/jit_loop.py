@@ -19,6 +19,7 @@ and numpy's OpenBLAS are there: ``available(plan)`` says.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from mnistlab.engine.sgd_loop import SgdLoop
 
 log = logging.getLogger(__name__)
 _ALIGN = 16  # the first kernel's rows are split at a multiple of this (64-byte cache lines)
+GUARD_STEPS = 32  # steps per call on two threads, between checks that two are still faster
+SLOWER = 1.25  # two threads this much slower per step than one: finish the epoch on one
 
 
 def available(plan, most_threads: int = 2) -> bool:
@@ -148,12 +151,33 @@ class JitLoop(SgdLoop):
         log.info("mnistlab: the compiled training loop is ready; switching to it")
 
     def _run(self, x, y_ord, order, rng, two: bool) -> int:
-        epoch = self.jk.epoch_two if two else self.jk.epoch_one
-        epoch(
-            x, _scale(x), order, y_ord.astype(np.int64, copy=False), self.bs, self.cut, self.lr,
-            self.mom, self.nesterov, self.m_flat is None, self.net, self.buf, self.pt, self.pred,
-        )
-        return -(-len(order) // self.bs)
+        n, bs = len(order), self.bs
+        y_ord = y_ord.astype(np.int64, copy=False)
+
+        def call(kernel, s, e):  # steps [s/bs, e/bs): the same steps as one call over them all
+            kernel(x, _scale(x), order[s:e], y_ord[s:e], bs, self.cut, self.lr, self.mom,
+                   self.nesterov, self.m_flat is None, self.net, self.buf, self.pt[s:e],
+                   self.pred[s:e])
+
+        one = self._rate[False]  # s/step on one thread, once measured
+        if not two or self.forced is not None or one is None:
+            call(self.jk.epoch_two if two else self.jk.epoch_one, 0, n)
+            return -(-n // bs)
+        # Two threads, guarded: another process may take the second core, and then an epoch on
+        # two threads can take 6x one on one thread. Check after every GUARD_STEPS steps and
+        # finish the epoch on one thread if two are slower (same bits either way).
+        t0, chunk = time.perf_counter(), GUARD_STEPS * bs
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            call(self.jk.epoch_two, s, e)
+            per_step = (time.perf_counter() - t0) / -(-e // bs)
+            if e < n and per_step > SLOWER * one:
+                self._record(True, per_step)
+                self._recorded = True  # the two-thread rate just seen, not this mixed epoch's
+                self.two = False  # the rest of this epoch, and what it is recorded as
+                call(self.jk.epoch_one, e, n)
+                break
+        return -(-n // bs)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.replica is not None:

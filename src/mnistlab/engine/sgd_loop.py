@@ -74,6 +74,7 @@ class SgdLoop:
         self._rate: dict[bool, float | None] = {True: None, False: None}  # s/step, last epoch
         self._since, self._period = 0, 8  # epochs since the other setting was last tried
         self._warm = False  # has an epoch run already (and is its time worth comparing)?
+        self._recorded = False  # did ``_run`` record this epoch's rate itself?
 
     def train_epoch(self, x, y, order, rng) -> tuple[float, float, int]:
         """Run one epoch over ``x[order]``; return (sum of losses, number correct, steps)."""
@@ -83,9 +84,10 @@ class SgdLoop:
         elif self.two_usable:
             self.two = self._choose()
         t0 = time.perf_counter()
-        steps = self._run(x, y_ord, order, rng, self.two)
+        self._recorded = False
+        steps = self._run(x, y_ord, order, rng, self.two)  # may move to one thread part-way
         self.used.append(2 if self.two else 1)
-        if self._warm:
+        if self._warm and not self._recorded:
             self._record(self.two, (time.perf_counter() - t0) / steps)
         self._warm = True  # the first epoch loads (or compiles) code and touches fresh memory
         return (*self._tally(y_ord), steps)
