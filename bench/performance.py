@@ -10,7 +10,9 @@ For each repeat (seed 1..N) it runs, alternating, as subprocesses on full-size F
 and reports s/epoch (median over epochs 2..50, validation included), wall, test accuracy
 (mean ± sd over seeds) and peak RSS. Then: Predictor batch throughput and single-image latency
 (``bench/predictor_speed.py``), ``mnistlab --help`` start-up, per-epoch time at 1×, 2×, 4× the
-training data, and peak RSS for 5 vs 50 epochs (memory must not grow with epochs).
+training data, peak RSS for 5 vs 50 epochs (memory must not grow with epochs), the time from the
+process' start to the first epoch and the finishing time (the run's manifest, ``timings``), and a
+run with an empty numba cache against one with the cache it left (the first run on a machine).
 
 Run:  .venv/bin/python bench/performance.py [--repeats 3] [--skip-tutorial]
 Writes bench/results/performance-<time>.json.
@@ -45,20 +47,39 @@ def run_rss(cmd: list[str], env=None) -> tuple[str, float, float]:
         return out.read(), wall, usage.ru_maxrss / 1024
 
 
-def mnistlab_train(seed: int, extra=(), epochs: int = 50) -> dict:
+def mnistlab_train(seed: int, extra=(), epochs: int = 50, env=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(BIN / "mnistlab"), "train", "--preset", "tutorial", "--no-report", "--quiet",
                "--seed", str(seed), "--epochs", str(epochs), "--out", tmp, *extra]
         if "--data" not in extra:
             cmd += ["--dataset", "fashion_mnist"]
-        _, wall, rss = run_rss(cmd)
+        _, wall, rss = run_rss(cmd, env)
         (run_dir,) = Path(tmp).iterdir()
         from mnistlab.runs import read_history
 
         epochs_s = [r["seconds"] for r in read_history(run_dir / "history.csv")]
         acc = json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    timings = manifest.get("timings", {})
     return {"s_per_epoch": statistics.median(epochs_s[1:] or epochs_s), "wall": wall,
-            "rss_mb": rss, "test_accuracy": acc}
+            "rss_mb": rss, "test_accuracy": acc,
+            "to_first_epoch_s": timings.get("first_epoch_at_process_age_s"),
+            "finish_s": timings.get("finish_s"), "epochs_sum_s": sum(epochs_s),
+            "replica_epochs": manifest.get("engine", {}).get("replica_epochs", 0)}
+
+
+def cold_and_warm(seed: int = 1) -> dict:
+    """One run with an empty numba cache (the first run on a new machine) and one with the cache it
+    left, side by side. Waits for the background compilation to end before going on."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**ENV, "NUMBA_CACHE_DIR": cache}
+        cold = mnistlab_train(seed, env=env)
+        t0 = time.perf_counter()
+        while subprocess.run(["pgrep", "-f", "mnistlab.engine.warm"], capture_output=True).stdout:
+            time.sleep(0.5)
+        cold["compile_left_after_run_s"] = time.perf_counter() - t0
+        warm = mnistlab_train(seed, env=env)
+    return {"cold": cold, "warm": warm}
 
 
 def tutorial(seed: int) -> dict:
@@ -73,6 +94,8 @@ def summarise(rows: list[dict]) -> dict:
     return {
         "s_per_epoch": statistics.median(r["s_per_epoch"] for r in rows),
         "wall": statistics.median(r["wall"] for r in rows),
+        **{k: statistics.median(r[k] for r in rows) for k in ("to_first_epoch_s", "finish_s")
+           if all(r.get(k) is not None for r in rows)},
         "acc_mean": statistics.mean(accs), "acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
         "rss_mb": max(r["rss_mb"] for r in rows), "runs": rows,
     }
@@ -133,6 +156,7 @@ def main():
     res["help_s"] = help_startup()
     res["growth_s_per_epoch"] = growth()
     res["rss_5_epochs_mb"] = mnistlab_train(1, epochs=5)["rss_mb"]
+    res["cold_cache"] = cold_and_warm()
     res["loadavg_after"] = os.getloadavg()
 
     print(f"\n{'':<26}{'s/epoch':>9}{'wall s':>9}{'test acc (mean ± sd)':>24}{'peak RSS':>10}")
@@ -149,6 +173,14 @@ def main():
     g = res["growth_s_per_epoch"]
     print(f"s/epoch at 1x/2x/4x data:  {g['1x']:.3f} / {g['2x']:.3f} / {g['4x']:.3f}")
     print(f"peak RSS 5 vs 50 epochs:   {res['rss_5_epochs_mb']:.0f} / {res['mnistlab']['rss_mb']:.0f} MB")
+    m = res["mnistlab"]
+    print(f"mnistlab: process start to first epoch {m['to_first_epoch_s']:.2f} s, "
+          f"finishing (evaluate, save) {m['finish_s']:.2f} s (medians)")
+    cw = res["cold_cache"]
+    print(f"empty numba cache: wall {cw['cold']['wall']:.1f} s vs {cw['warm']['wall']:.1f} s with "
+          f"the cache it left (+{cw['cold']['wall'] - cw['warm']['wall']:.1f} s; "
+          f"{cw['cold']['replica_epochs']} epochs on the numpy replica, compilation went on "
+          f"{cw['cold']['compile_left_after_run_s']:.1f} s after the run)")
     folder = HERE / "results"
     folder.mkdir(exist_ok=True)
     path = folder / f"performance-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -157,3 +157,15 @@ def test_tensorflow_stays_importable_after_training(digits_run):
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("tensorflow is not installed")
     assert sys.modules.get("tensorflow", "absent") is not None
+
+
+def test_the_manifest_records_when_training_began_and_how_long_finishing_took(digits_run):
+    from mnistlab.training import process_age
+
+    t = digits_run.manifest["timings"]
+    assert set(t) == {"first_epoch_at_process_age_s", "first_epoch_after_train_call_s",
+                      "finish_s"}
+    # the first epoch began after train() was called, which was after the process started
+    assert 0 < t["first_epoch_after_train_call_s"] <= t["first_epoch_at_process_age_s"]
+    assert t["first_epoch_at_process_age_s"] < process_age()
+    assert t["finish_s"] > 0

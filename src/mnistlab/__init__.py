@@ -5,6 +5,9 @@ The Keras backend defaults to JAX; set ``KERAS_BACKEND`` before importing to cho
 """
 
 import os
+import time
+
+IMPORTED_AT = time.perf_counter()  # for timings where /proc cannot say when the process started
 
 # Keras reads this once, at its own import; it must be set before anything imports keras.
 # MNISTLAB_DEFAULT_BACKEND marks the choice as ours (not the user's), so training a convnet may

@@ -92,17 +92,18 @@ def without_tensorflow():
 
 
 # Imported by Keras at start-up for features mnistlab never uses through Keras (its image-gallery
-# plot, pandas input to fit): 0.6-0.75 s of the ~2.2 s ``import keras`` on a 2-core machine.
+# plot, pandas input to fit, its scikit-learn wrappers): 0.6-0.75 s and 1.0 s of the ~2.6 s
+# ``import keras`` on a 2-core machine.
 _NOT_FOR_KERAS = ("matplotlib", "pandas", "sklearn")
 
 
 def import_keras():
-    """``import keras``, the first time without matplotlib and pandas.
+    """``import keras``, the first time without matplotlib, pandas and scikit-learn.
 
     Same mechanism as ``without_tensorflow``: Keras imports both inside ``try/except ImportError``
     and then works without them. Afterwards the block is lifted, so mnistlab's own figures (which
-    import matplotlib themselves) and user code are unaffected; only ``keras.visualization`` and
-    pandas objects passed to ``Model.fit`` stay unavailable in this process.
+    import matplotlib themselves) and user code are unaffected; only ``keras.visualization``,
+    pandas objects passed to ``Model.fit`` and ``keras.wrappers`` stay unavailable in this process.
     """
     if "keras" in sys.modules:
         return sys.modules["keras"]

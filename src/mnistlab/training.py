@@ -39,6 +39,19 @@ from mnistlab.runs import PREDICTOR_FILE, Run, create_run_dir, history_csv, utc_
 Progress = Callable[[int, int, dict], None]
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere since mnistlab was
+    imported)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        import mnistlab
+
+        return time.perf_counter() - mnistlab.IMPORTED_AT
+
+
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -122,6 +135,12 @@ class _EpochEnd:
         for r in rows:  # replay the history so early stopping resumes where it was
             self.stopper.should_stop(r)
         self.t0 = time.perf_counter()
+        self.first_epoch: dict | None = None  # when the first epoch began
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.t0 = time.perf_counter()
+        if self.first_epoch is None:
+            self.first_epoch = {"process_age": process_age(), "perf_counter": self.t0}
 
     def __call__(self, epoch: int, logs: dict) -> bool:
         from mnistlab.checkpoint import save_checkpoint
@@ -268,6 +287,7 @@ def train(
 
     from mnistlab.backend import choose
 
+    called = time.perf_counter()
     if resume is not None:
         choose(recorded=backend or _recorded_backend(resume))
     else:
@@ -283,7 +303,8 @@ def train(
                 scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mnistlab-")))
                 out, report = scratch, False
         return _train(config, dataset=dataset, out=out, command=command, progress=progress,
-                      report=report, resume=resume, guard=guard, job=job, scratch=scratch)
+                      report=report, resume=resume, guard=guard, job=job, scratch=scratch,
+                      called=called)
 
 
 def _recorded_backend(run_dir) -> str | None:
@@ -352,7 +373,8 @@ def _open(config, *, dataset, out, command, resume, guard, job, scratch):
     return run, config, ds, parallel
 
 
-def _train(config, *, dataset, out, command, progress, report, resume, guard, job, scratch) -> Run:
+def _train(config, *, dataset, out, command, progress, report, resume, guard, job, scratch,
+           called) -> Run:
     from mnistlab.checkpoint import load_checkpoint
     from mnistlab.model import build_model, compile_model, to_input
 
@@ -384,6 +406,7 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     else:
         run.update(params=int(model.count_params()))
 
+    timings = {}
     try:
         with _StopSignal() as stop:
             on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
@@ -392,6 +415,11 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
                                      parallel)
                 if engine:  # which fast path and threads trained it
                     run.update(engine=engine)
+                if on_epoch_end.first_epoch:  # from the process' start, and from train()
+                    timings["first_epoch_at_process_age_s"] = (
+                        on_epoch_end.first_epoch["process_age"])
+                    timings["first_epoch_after_train_call_s"] = (
+                        on_epoch_end.first_epoch["perf_counter"] - called)
             except KeyboardInterrupt:
                 stop.received = stop.received or "SIGINT"
             if stop.received:
@@ -404,7 +432,10 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     finally:
         if parallel:  # evaluate and save on one device, as any later process loads it
             parallel.stop()
+    t0 = time.perf_counter()
     _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)
+    timings["finish_s"] = time.perf_counter() - t0
+    run.update(timings={k: round(v, 3) for k, v in timings.items() if v is not None})
     if config.report.enabled if report is None else report:
         from mnistlab.report import build_report
 
@@ -414,6 +445,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
 
 def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
     """Evaluate on the test set, save the model files and mark the run complete."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from mnistlab.evaluation import evaluate_model
     from mnistlab.inference import save_checked
 
@@ -421,11 +454,15 @@ def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Confi
     metrics["learning"] = check_learning(rows, y_val, ds.num_classes, config.train.learning_rate)
     write_json(run.file("metrics.json"), metrics)
     write_text(run.file("classification_report.txt"), report_text)
-    save_npz(run.file("predictions.npz"), probabilities=probs, labels=ds.y_test,
-             predicted=probs.argmax(axis=1).astype(np.int64), images=ds.x_test)
-    files = _save_model_files(run, model)
-    predictor = save_checked(model, run.file(PREDICTOR_FILE), ds.x_test, probs,
-                             preprocess_params=run.preprocess_params, class_names=ds.class_names)
+    with ThreadPoolExecutor(1) as pool:  # zlib releases the GIL: compress while Keras saves
+        saving = pool.submit(save_npz, run.file("predictions.npz"), probabilities=probs,
+                             labels=ds.y_test, predicted=probs.argmax(axis=1).astype(np.int64),
+                             images=ds.x_test)
+        files = _save_model_files(run, model)
+        predictor = save_checked(model, run.file(PREDICTOR_FILE), ds.x_test, probs,
+                                 preprocess_params=run.preprocess_params,
+                                 class_names=ds.class_names)
+        saving.result()  # its error (a full disk) is raised here, before the run is complete
     if predictor["file"]:
         files[PREDICTOR_FILE] = predictor.pop("sha256")
     elapsed = time.time() - started + float(run.manifest.get("duration_s") or 0.0)
@@ -452,6 +489,7 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):
+        on_epoch_end.on_epoch_begin(epoch)
         logs = fit_epoch(model, x, y1, xv, yv1, config, epoch, parallel, on_epoch_end.progress)
         if on_epoch_end(epoch, logs):
             break

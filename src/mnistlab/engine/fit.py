@@ -107,7 +107,7 @@ def fit_fast(
             hold the state saved at the end of epoch ``initial_epoch - 1``.
         callbacks: ``keras.callbacks.Callback`` objects (their train/epoch hooks are called and
             ``model.stop_training`` is honoured) or any object with ``on_epoch_end(epoch, logs)``
-            returning True to stop. The model's variables hold the epoch's weights when they run.
+            returning True to stop (and optionally ``on_epoch_begin(epoch)``). The model's variables hold the epoch's weights when they run.
         verbose: 0 silent; 1 or 2 shows Keras' progress bar (one line per epoch).
         path: ``"auto"`` (the fastest path that can train this), ``"compiled"``, ``"numpy"`` or
             ``"scan"`` (see the module docstring).
@@ -287,6 +287,9 @@ def _train(model, loop, blas_limit, data, *, seed, shuffle, epochs, initial_epoc
     cbl.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         cbl.on_epoch_begin(epoch)
+        for c in plain_cbs:
+            if hasattr(c, "on_epoch_begin"):
+                c.on_epoch_begin(epoch)
         order = permutation(seed, epoch, len(x)) if shuffle else np.arange(len(x))
         with blas_limit():
             logs, done = _epoch(loop, data, order, seed, epoch)
