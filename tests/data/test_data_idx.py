@@ -150,3 +150,47 @@ def test_corrupted_valid_files(kind, gz, draw):
         if out is not None and not gz and pos < (8 if kind == "labels" else 16):
             # a header that still parses must describe exactly the bytes present
             assert out.size == len(good) - (8 if kind == "labels" else 16)
+
+
+def test_a_verified_gzipped_file_is_unpacked_once_and_read_from_the_copy(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    x = tiny_arrays()[0]
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(x)))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert np.array_equal(idx.read_idx(path, "images", sha), x)
+    copy = idx.unpacked_dir() / f"{sha}-images.idx"
+    assert copy.read_bytes() == idx_bytes(x)  # a plain IDX file
+    path.write_bytes(b"not read any more")  # the copy answers (the caller verified the sha)
+    assert np.array_equal(idx.read_idx(path, "images", sha), x)
+    # a damaged copy is not trusted: the original is unpacked again
+    path.write_bytes(gzip.compress(idx_bytes(x)))
+    copy.write_bytes(idx_bytes(x)[:-3])
+    assert np.array_equal(idx.read_idx(path, "images", sha), x)
+    assert copy.read_bytes() == idx_bytes(x)
+    # no sha256, or a raw file: nothing is written
+    other = tmp_path / "t10k-images-idx3-ubyte"
+    other.write_bytes(idx_bytes(x[:3]))
+    idx.read_idx(other, "images", "f" * 64)
+    idx.read_idx(path, "images")
+    assert sorted(p.name for p in idx.unpacked_dir().iterdir()) == [copy.name]
+
+
+def test_an_unwritable_cache_only_means_unpacking_every_time(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    x = tiny_arrays()[0]
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(idx_bytes(x)))
+    assert np.array_equal(idx.read_idx(path, "images", "a" * 64), x)
+
+
+def test_several_gzip_members_read_as_gzip_reads_them(tmp_path):
+    x = tiny_arrays()[0]
+    data = idx_bytes(x)
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(data[:100]) + gzip.compress(data[100:]) + b"\0\0\0")
+    assert np.array_equal(idx.read_idx(path, "images"), x)
+    assert gzip.decompress(path.read_bytes()) == data

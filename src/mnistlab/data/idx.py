@@ -35,12 +35,16 @@ PARTS = {
 }
 
 
-def read_idx(path: str | os.PathLike, kind: str) -> np.ndarray:
+def read_idx(path: str | os.PathLike, kind: str, sha256: str | None = None) -> np.ndarray:
     """Read one IDX file of unsigned bytes.
 
     Args:
         path: the file, raw or gzipped (detected from its first bytes, not its name).
         kind: ``"images"`` (magic 2051) or ``"labels"`` (magic 2049).
+        sha256: the file's verified sha256. A gzipped file is then unpacked once into
+            ``unpacked_dir()`` under that name and read from there afterwards: 0.03 s instead of
+            0.5 s for Fashion-MNIST's four files. The unpacked copy is checked like any IDX file
+            and rebuilt if it does not pass.
 
     Returns:
         uint8 array ``(N, H, W)`` for images, ``(N,)`` for labels; read-only.
@@ -49,11 +53,42 @@ def read_idx(path: str | os.PathLike, kind: str) -> np.ndarray:
         DataError: unreadable file, wrong magic, bad sizes, wrong length or broken gzip.
     """
     path = Path(path)
+    unpacked = unpacked_dir() / f"{sha256}-{kind}.idx" if sha256 else None
+    if unpacked is not None and unpacked.is_file():
+        try:
+            return read_idx(unpacked, kind)
+        except DataError:
+            pass  # a damaged copy: unpack again
     try:
         with open(path, "rb") as f:
-            return parse_idx(f, kind, name=str(path))
+            array = parse_idx(f, kind, name=str(path))
+            gzipped = f.seek(0) == 0 and f.read(2) == b"\x1f\x8b"
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}. Check the path") from None
+    if unpacked is not None and gzipped:
+        _keep_unpacked(unpacked, array, kind)
+    return array
+
+
+def unpacked_dir() -> Path:
+    """Where gzipped IDX files are kept unpacked: ``$XDG_CACHE_HOME/mnistlab/unpacked``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnistlab" / "unpacked"
+
+
+def _keep_unpacked(path: Path, array: np.ndarray, kind: str) -> None:
+    """Write ``array`` as a raw IDX file at ``path`` (best effort: a read-only or full disk only
+    means the next load unpacks again)."""
+    from mnistlab.files import atomic_path
+
+    header = np.array([_KINDS[kind][0], *array.shape], dtype=">u4").tobytes()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".idx", durable=False) as tmp, open(tmp, "wb") as f:
+            f.write(header)
+            f.write(array.tobytes())
+    except OSError:
+        pass
 
 
 def parse_idx(f, kind: str, name: str = "<bytes>") -> np.ndarray:
@@ -64,8 +99,7 @@ def parse_idx(f, kind: str, name: str = "<bytes>") -> np.ndarray:
     f.seek(0)
     if head == b"\x1f\x8b":
         try:
-            with gzip.GzipFile(fileobj=f, mode="rb") as g:
-                return _parse(g, kind, name, gzipped=True)
+            return _parse(io.BytesIO(_gunzip(f)), kind, name, gzipped=True)
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise DataError(
                 f"{name}: the gzip data is truncated or corrupt ({type(e).__name__}: {e}). "
@@ -117,6 +151,23 @@ def _parse(f, kind: str, name: str, gzipped: bool) -> np.ndarray:
     if len(data) != size:
         raise DataError(_length_message(name, dims, size, len(data), more=len(data) > size))
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _gunzip(f) -> bytes:
+    """A gzip stream's content (every member, as ``gzip`` reads it) in one zlib call per member:
+    without the ``GzipFile`` loop, 0.25 s less for Fashion-MNIST. Reads at most ``MAX_BYTES``
+    plus one of output, so a bomb cannot exhaust memory (the parser then reports the length)."""
+    raw, out, total = f.read(), [], 0
+    while raw:
+        d = zlib.decompressobj(wbits=31)
+        out.append(d.decompress(raw, MAX_BYTES + 64 - total))
+        total += len(out[-1])
+        if d.unconsumed_tail:  # over the limit: what was read is enough to refuse it
+            break
+        if not d.eof:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        raw = d.unused_data.lstrip(b"\x00")  # gzip allows zero padding between members
+    return b"".join(out)
 
 
 def _length_message(name, dims, size, got, more=None):
@@ -190,12 +241,15 @@ def read_idx_dir(directory: str | os.PathLike, max_label: int | None = 9) -> dic
     return read_idx_files(files, max_label=max_label)
 
 
-def read_idx_files(files: dict[str, Path], max_label: int | None = 9) -> dict:
-    """Read and cross-check the four IDX files in ``files``; see ``read_idx_dir``."""
+def read_idx_files(files: dict[str, Path], max_label: int | None = 9,
+                   sha256: dict[str, str] | None = None) -> dict:
+    """Read and cross-check the four IDX files in ``files``; see ``read_idx_dir``. ``sha256``:
+    the verified sha256 of each part, to read gzipped files unpacked once (``read_idx``)."""
     out: dict = {"files": files}
+    sha = sha256 or {}
     for split in ("train", "test"):
-        x = read_idx(files[f"x_{split}"], "images")
-        y = read_idx(files[f"y_{split}"], "labels").astype(np.int64)
+        x = read_idx(files[f"x_{split}"], "images", sha.get(f"x_{split}"))
+        y = read_idx(files[f"y_{split}"], "labels", sha.get(f"y_{split}")).astype(np.int64)
         if len(x) != len(y):
             raise DataError(
                 f"{files[f'x_{split}']} holds {len(x)} images but {files[f'y_{split}']} holds "

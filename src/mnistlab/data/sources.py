@@ -258,7 +258,8 @@ def load_fashion_mnist(mirrors=(), progress=None, *, system_dir: Path = FASHION_
         DownloadError: no intact copy on disk and every origin failed.
     """
     files = _fashion_files(mirrors, progress, system_dir=system_dir, cache=cache)
-    arrays = idx.read_idx_files(files, max_label=9)
+    arrays = idx.read_idx_files(files, max_label=9,
+                                sha256={p: sha for p, (_, sha) in FASHION_FILES.items()})
     where = files["x_train"].parent
     return _dataset("fashion_mnist", arrays["x_train"], arrays["y_train"], arrays["x_test"],
                     arrays["y_test"], class_names=FASHION_CLASSES, source=str(where),
