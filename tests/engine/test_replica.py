@@ -121,6 +121,14 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
         x, y = d["x"], d["y"]
         cold = loop(0.9, compile_now=False)
         started = cold.replica is not None
+        # a Predictor's big batch meanwhile: answered in numpy, not by compiling in the foreground
+        from mnistlab.engine.forward import Network
+        from mnistlab.engine.plan import Dense
+        net = Network([Dense(f"d{{i}}", d.kernel, d.bias, d.activation, None)
+                       for i, d in enumerate(cold.plan)], 64)
+        rows = np.random.default_rng(0).integers(0, 256, (2000, 64), dtype=np.uint8)
+        numpy_probs = net.predict(rows, True)
+        numpy_meanwhile = net.compiled is None
         t0, epoch = time.time(), 0
         while cold.replica is not None and time.time() - t0 < 240:
             cold.train_epoch(x, y, np.random.default_rng(epoch).permutation(len(x)), None)
@@ -131,7 +139,10 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
         warm = loop(0.9)
         for e in range(epoch):
             warm.train_epoch(x, y, np.random.default_rng(e).permutation(len(x)), None)
+        compiled_probs = net.predict(rows, True)  # the cache is complete now
         print(json.dumps({{"started_on_replica": started, "replica_epochs": cold.replica_epochs,
+                          "numpy_meanwhile": numpy_meanwhile, "compiled_after": bool(net.compiled),
+                          "close": bool(np.allclose(numpy_probs, compiled_probs, atol=1e-5)),
                           "epochs": epoch, "same": bool((cold.w_flat == warm.w_flat).all()
                                                        and (cold.m_flat == warm.m_flat).all())}}))
     """)
@@ -141,5 +152,25 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["started_on_replica"] and result["replica_epochs"] > 0
+    assert result["numpy_meanwhile"] and result["compiled_after"] and result["close"]
     # the switching epoch and two more ran compiled
     assert result["epochs"] == result["replica_epochs"] + 3 and result["same"]
+
+
+def test_a_two_thread_epoch_slower_than_one_thread_finishes_on_one_with_the_same_bits(data):
+    """The busy-core guard: when two threads lose to one (here: one thread's rate is set
+    impossibly fast), the rest of the epoch runs on one thread; the bits do not change."""
+    from mnistlab.engine import jit_loop
+
+    x, y, _ = data
+    guarded, plain = loop(0.9, batch_size=4), loop(0.9, batch_size=4)  # 51 steps an epoch
+    if not guarded.two_usable:
+        pytest.skip("needs two compiled threads (OpenMP and two cores)")
+    guarded._rate[False] = 1e-12  # "one thread did a step in a picosecond"
+    guarded._warm = True
+    order = np.random.default_rng(0).permutation(len(x))
+    assert guarded.train_epoch(x, y, order, None) == plain.train_epoch(x, y, order, None)
+    assert state(guarded) == state(plain)
+    # it went to one thread after the first check, and kept the two-thread rate it saw
+    assert guarded.used == [1] and guarded._rate[True] > 1e-12
+    assert len(x) > jit_loop.GUARD_STEPS * 4  # so there was a check before the end

@@ -230,13 +230,12 @@ def _forward_cached() -> bool:
     (``engine.warm``) rather than keep a caller waiting ~5 s. Raises ImportError without numba
     or numpy's OpenBLAS."""
     global _warming
-    from mnistlab.engine import kernels
+    from mnistlab.engine import kernels, warm
 
-    if kernels.compiled_before("forward_rows"):
+    # not while a background compilation runs: it may not have reached this kernel's uint8 build
+    if kernels.compiled_before("forward_rows") and not warm.compiling():
         return True
     if _warming is None:
-        from mnistlab.engine import warm
-
         _warming = warm.start()
     return _warming.ready()
 

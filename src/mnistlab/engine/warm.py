@@ -50,6 +50,11 @@ def _locked(path: Path) -> bool:
     return False
 
 
+def compiling() -> bool:
+    """Is a background compilation running now (in any process)?"""
+    return _locked(_lock_path())
+
+
 class Warming:
     """A background compilation: ``ready()`` once the training kernels are all cached."""
 
