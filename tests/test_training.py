@@ -169,3 +169,22 @@ def test_the_manifest_records_when_training_began_and_how_long_finishing_took(di
     assert 0 < t["first_epoch_after_train_call_s"] <= t["first_epoch_at_process_age_s"]
     assert t["first_epoch_at_process_age_s"] < process_age()
     assert t["finish_s"] > 0
+
+
+def test_a_rerun_of_a_run_from_another_compiled_loop_version_says_why_bits_may_differ():
+    from mnistlab.engine.kernels import NUMERICS
+    from mnistlab.training import _numerics_note
+
+    now = {"path": "compiled", "numerics": NUMERICS}
+    assert _numerics_note(dict(now), now) is None
+    note = _numerics_note({"path": "compiled"}, now)  # recorded before the field existed
+    assert f"numerics 1; this version has {NUMERICS}" in note and "Rerun the new run" in note
+    assert _numerics_note({"path": "scan"}, {"path": "scan"}) is None
+    assert _numerics_note(None, now) is None  # a Keras-fit run: no engine record
+
+
+def test_runs_record_the_compiled_loops_numerics(digits_run):
+    from mnistlab.engine.kernels import NUMERICS
+
+    engine = digits_run.manifest["engine"]
+    assert engine["path"] == "compiled" and engine["numerics"] == NUMERICS

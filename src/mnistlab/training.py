@@ -517,7 +517,8 @@ def rerun(path: Run | str | Path, *, out: str | Path | None = None,
 
     Returns:
         ``(new_run, report)`` where report is a dict with ``weights_identical``,
-        ``metrics_identical`` and the two test accuracies.
+        ``metrics_identical``, the two test accuracies and ``note``: why the bits may differ (the
+        run was trained by another version of the compiled loop's arithmetic), or None.
     """
     from mnistlab.runs import as_run
 
@@ -532,4 +533,18 @@ def rerun(path: Run | str | Path, *, out: str | Path | None = None,
         "metrics_identical": all(was.get(k) == now.get(k) for k in keys),
         "old_accuracy": was.get("test_accuracy"),
         "new_accuracy": now.get("test_accuracy"),
+        "note": _numerics_note(old.manifest.get("engine"), new.manifest.get("engine")),
     }
+
+
+def _numerics_note(old: dict | None, new: dict | None) -> str | None:
+    """Why a rerun may differ in its last bits: the run was trained by another version of the
+    compiled loop's arithmetic (``engine.kernels.NUMERICS``); None when both used the same."""
+    if not (old and new and old.get("path") == new.get("path") == "compiled"):
+        return None
+    was, now = old.get("numerics", 1), new.get("numerics", 1)
+    if was == now:
+        return None
+    return (f"the original run was trained by an earlier version of mnistlab's compiled training "
+            f"loop (numerics {was}; this version has {now}), whose results differ in the last "
+            "bits. Rerun the new run to check that this version reproduces itself")

@@ -107,6 +107,8 @@ def rerun_cmd(run, out, report, quiet):
     click.echo(f"Weights bit-identical: {'yes' if rep['weights_identical'] else 'NO'}")
     click.echo(f"Metrics identical:     {'yes' if rep['metrics_identical'] else 'NO'} "
                f"(test accuracy {rep['old_accuracy']:.4f} -> {rep['new_accuracy']:.4f})")
+    if rep["note"] and not (rep["weights_identical"] and rep["metrics_identical"]):
+        click.echo(f"Why: {rep['note']}")
     _report_line(new)
     if not (rep["weights_identical"] and rep["metrics_identical"]):
         sys.exit(1)

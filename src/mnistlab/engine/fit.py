@@ -140,6 +140,10 @@ def fit_fast(
                       "threads_used": list(loop.used) if isinstance(loop, SgdLoop) else None}
     if getattr(loop, "replica_epochs", 0):  # trained on numpy while the kernels compiled
         history.engine["replica_epochs"] = loop.replica_epochs
+    if chosen == "compiled":
+        from mnistlab.engine.kernels import NUMERICS
+
+        history.engine["numerics"] = NUMERICS
     return history
 
 

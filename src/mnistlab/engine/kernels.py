@@ -30,6 +30,11 @@ import numpy as np
 from mnistlab.engine.blas import Threads
 
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+# The version of the compiled loop's arithmetic, recorded with every run it trains (manifest
+# ``engine.numerics``): raised whenever a change moves its results by a last bit, so ``rerun`` can
+# tell a changed mnistlab from a broken reproduction. 2: the softmax's exp as the polynomial below
+# and ReLU as numpy computes it (runs recorded without the field: 1).
+NUMERICS = 2
 # The softmax's exp, as float32 products and sums only (Cephes' expf: range reduction by ln 2, a
 # degree-5 polynomial, a power of two from a table), so that numpy (``engine.replica``) computes
 # the very same bits; a library exp differs between numba and numpy in the last bit.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +23,6 @@ from types import SimpleNamespace
 import numpy as np
 
 LOCK = "warming.lock"
-_STARTED: list[subprocess.Popen] = []  # kept for the process' life: polled, never collected
 
 
 def _lock_path() -> Path:
@@ -58,8 +56,8 @@ def compiling() -> bool:
 class Warming:
     """A background compilation: ``ready()`` once the training kernels are all cached."""
 
-    def __init__(self, process: subprocess.Popen | None, lock: Path):
-        self.process, self.lock = process, lock
+    def __init__(self, pid: int | None, lock: Path):
+        self.pid, self.lock = pid, lock
         self._ready = False
 
     def ready(self) -> bool:
@@ -67,9 +65,13 @@ class Warming:
             return True
         from mnistlab.engine import kernels
 
-        if self.process is not None:
-            if self.process.poll() is None:
-                return False
+        if self.pid is not None:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0] == 0:
+                    return False  # still compiling
+            except ChildProcessError:
+                pass  # already reaped
+            self.pid = None
         elif _locked(self.lock):  # another process's compilation
             return False
         self._ready = kernels.compiled_before()
@@ -78,19 +80,18 @@ class Warming:
 
 def start() -> Warming:
     """Start compiling the training kernels in the background (unless another process already
-    is); return the handle to poll."""
+    is); return the handle to poll. The process runs in its own session, so it outlives the
+    caller if it must (the next run then finds the cache complete)."""
     lock = _lock_path()
     if _locked(lock):
         return Warming(None, lock)
     from mnistlab.engine import kernels
 
     env = {**os.environ, "NUMBA_CACHE_DIR": kernels.load().numba.config.CACHE_DIR}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnistlab.engine.warm"], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    _STARTED.append(process)
-    return Warming(process, lock)
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "mnistlab.engine.warm"], env,
+                         file_actions=quiet, setsid=True)
+    return Warming(pid, lock)
 
 
 def compile_all() -> None:
