@@ -74,7 +74,8 @@ def test_fit_fast_reports_the_threads_each_epoch_ran_on(data):
         _, hist = run(data, keras.optimizers.SGD(0.05), threads=threads, epochs=3)
         two = threads == 2 and kernels.parallel_threads() > 1 and available_cores() > 1
         assert hist.engine == {"path": "compiled", "threads": threads,
-                               "threads_used": [2 if two else 1] * 3}
+                               "threads_used": [2 if two else 1] * 3,
+                               "numerics": kernels.NUMERICS}
 
 
 @pytest.mark.parametrize(

@@ -227,8 +227,8 @@ _warming = None
 
 def _forward_cached() -> bool:
     """Is the compiled forward pass in numba's cache? If not, compile it in the background
-    (``engine.warm``) rather than keep a caller waiting ~5 s. Raises ImportError without numba
-    or numpy's OpenBLAS."""
+    (``engine.warm``) rather than keep a caller waiting ~5 s (and if the cache folder cannot be
+    written, stay on numpy). Raises ImportError without numba or numpy's OpenBLAS."""
     global _warming
     from mnistlab.engine import kernels, warm
 
@@ -236,7 +236,10 @@ def _forward_cached() -> bool:
     if kernels.compiled_before("forward_rows") and not warm.compiling():
         return True
     if _warming is None:
-        _warming = warm.start()
+        try:
+            _warming = warm.start()
+        except OSError:  # no cache folder to compile into: numpy it is
+            return False
     return _warming.ready()
 
 

@@ -116,10 +116,15 @@ class JitLoop(SgdLoop):
 
         sgemm = Threads()._sgemm
         if not compile_now and sgemm is not None and replica.exact(self.acts[:-1]):
-            self.replica = replica.Replica(sgemm)
-            self.warming = warm.start()
-            log.info("mnistlab: compiling the training loop in the background; numpy meanwhile")
-            return
+            try:
+                self.warming = warm.start()
+            except OSError as e:  # no cache folder to compile into: compile here, in memory
+                log.info("mnistlab: cannot compile in the background (%s)", e)
+            else:
+                self.replica = replica.Replica(sgemm)
+                log.info("mnistlab: compiling the training loop in the background; numpy "
+                         "meanwhile")
+                return
         # A warning so that it shows without any logging set up (Python's last-resort handler
         # prints it to stderr): the user would otherwise wait ~25 s for nothing.
         log.warning(
