@@ -83,8 +83,14 @@ def _lock_error(run_dir: Path, e: OSError) -> Exception:
 def is_held(run_dir: Path) -> bool | None:
     """True while a live process trains the run, False if nobody does, None for runs made before
     lock files existed (no lock file)."""
+    return lock_held(run_dir / LOCK_FILE)
+
+
+def lock_held(path: Path) -> bool | None:
+    """True while some process holds an exclusive ``flock`` on ``path``, False if none does, None
+    when the file is missing or unreadable."""
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError:

@@ -128,19 +128,22 @@ class _EpochEnd:
     reports progress, and says whether to stop (early stopping or a stop signal).
     """
 
-    def __init__(self, run: Run, model, config: Config, rows: list[dict], progress, stop: _StopSignal):
+    def __init__(self, run: Run, model, config: Config, rows: list[dict], progress,
+                 stop: _StopSignal, called: float | None = None):
         self.run, self.model, self.config, self.rows = run, model, config, rows
         self.progress, self.stop = progress, stop
         self.stopper = _Stopper(config.train.monitor, config.train.early_stopping)
         for r in rows:  # replay the history so early stopping resumes where it was
             self.stopper.should_stop(r)
         self.t0 = time.perf_counter()
-        self.first_epoch: dict | None = None  # when the first epoch began
+        self.called = self.t0 if called is None else called  # train() was called (perf_counter)
+        self.timings: dict[str, float] = {}  # for the manifest: when the first epoch began
 
     def on_epoch_begin(self, epoch: int) -> None:
         self.t0 = time.perf_counter()
-        if self.first_epoch is None:
-            self.first_epoch = {"process_age": process_age(), "perf_counter": self.t0}
+        if not self.timings:
+            self.timings = {"first_epoch_at_process_age_s": process_age(),
+                            "first_epoch_after_train_call_s": self.t0 - self.called}
 
     def __call__(self, epoch: int, logs: dict) -> bool:
         from mnistlab.checkpoint import save_checkpoint
@@ -406,20 +409,14 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     else:
         run.update(params=int(model.count_params()))
 
-    timings = {}
     try:
         with _StopSignal() as stop:
-            on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop)
+            on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop, called)
             try:
                 engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end,
                                      parallel)
                 if engine:  # which fast path and threads trained it
                     run.update(engine=engine)
-                if on_epoch_end.first_epoch:  # from the process' start, and from train()
-                    timings["first_epoch_at_process_age_s"] = (
-                        on_epoch_end.first_epoch["process_age"])
-                    timings["first_epoch_after_train_call_s"] = (
-                        on_epoch_end.first_epoch["perf_counter"] - called)
             except KeyboardInterrupt:
                 stop.received = stop.received or "SIGINT"
             if stop.received:
@@ -434,8 +431,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
             parallel.stop()
     t0 = time.perf_counter()
     _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)
-    timings["finish_s"] = time.perf_counter() - t0
-    run.update(timings={k: round(v, 3) for k, v in timings.items() if v is not None})
+    timings = {**on_epoch_end.timings, "finish_s": time.perf_counter() - t0}
+    run.update(timings={k: round(v, 3) for k, v in timings.items()})
     if config.report.enabled if report is None else report:
         from mnistlab.report import build_report
 

@@ -61,8 +61,9 @@ def read_idx(path: str | os.PathLike, kind: str, sha256: str | None = None) -> n
             pass  # a damaged copy: unpack again
     try:
         with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
             array = parse_idx(f, kind, name=str(path))
-            gzipped = f.seek(0) == 0 and f.read(2) == b"\x1f\x8b"
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}. Check the path") from None
     if unpacked is not None and gzipped:

@@ -35,17 +35,9 @@ def _lock_path() -> Path:
 
 def _locked(path: Path) -> bool:
     """Is another process holding the compile lock now?"""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock we took
-    return False
+    from mnistlab.runlock import lock_held
+
+    return bool(lock_held(path))
 
 
 def compiling() -> bool:
