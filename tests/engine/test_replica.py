@@ -174,3 +174,18 @@ def test_a_two_thread_epoch_slower_than_one_thread_finishes_on_one_with_the_same
     # it went to one thread after the first check, and kept the two-thread rate it saw
     assert guarded.used == [1] and guarded._rate[True] > 1e-12
     assert len(x) > jit_loop.GUARD_STEPS * 4  # so there was a check before the end
+
+
+def test_a_fresh_checkout_of_the_same_kernels_reuses_the_cache():
+    """numba keys its cache by the source's text; so does the completeness mark (a new file time,
+    as a clone or checkout gives, must not send training to the replica)."""
+    import os
+
+    if not kernels.compiled_before():
+        pytest.skip("the kernels are not compiled here (make test compiles them first)")
+    st = os.stat(kernels.__file__)
+    try:
+        os.utime(kernels.__file__, (st.st_atime, st.st_mtime + 3600))
+        assert kernels.compiled_before()
+    finally:
+        os.utime(kernels.__file__, (st.st_atime, st.st_mtime))

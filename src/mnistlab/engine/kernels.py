@@ -422,20 +422,36 @@ def forward_rows(x, scale, w_flat, layout, acts, chunk, out):
 
 
 def compiled_before(*names: str) -> bool:
-    """Are these kernels (default: the training ones, ``TRAINING``) in the cache, newer than this
-    file (so the next call loads them instead of compiling)?"""
+    """Are these kernels (default: the training ones, ``TRAINING``) all in the cache, compiled from
+    this file's current text (so the next call loads them instead of compiling)?
+
+    ``engine.warm`` marks the cache complete once it has built every training kernel, under the
+    sha256 of this file's text, as numba keys its cache (not the file's time: a fresh checkout of
+    the same code reuses the cache)."""
+    folder = _cache_folder()
+    return (folder.is_dir() and _marker(folder).is_file()
+            and all(any(folder.glob(f"kernels.{name}-*.nbi")) for name in names or TRAINING))
+
+
+def mark_compiled() -> None:
+    """Record that every training kernel of this file's text is in the cache."""
+    folder = _cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    _marker(folder).touch()
+
+
+def _cache_folder() -> Path:
     k = load()
     try:
-        folder = Path(k.epoch_two._cache._cache_path)  # numba's own place for this source file
-    except AttributeError:  # another numba: look anywhere in the cache
-        folder = Path(k.numba.config.CACHE_DIR)
-    if not folder.is_dir():
-        return False
-    source = Path(__file__).stat().st_mtime
-    return all(
-        any(p.stat().st_mtime >= source for p in folder.rglob(f"kernels.{name}-*.nbi"))
-        for name in names or TRAINING
-    )
+        return Path(k.epoch_two._cache._cache_path)  # numba's own place for this source file
+    except AttributeError:  # another numba: its cache root
+        return Path(k.numba.config.CACHE_DIR)
+
+
+def _marker(folder: Path) -> Path:
+    import hashlib
+
+    return folder / f"complete-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}"
 
 
 TRAINING = ("epoch_two", "epoch_one", "forward_rows")  # what ``mnistlab train``'s loop calls

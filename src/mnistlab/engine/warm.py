@@ -107,6 +107,9 @@ def compile_all() -> None:
         loop._run(x, y, np.arange(10), None, two)
     for rows in (x, x.astype(np.float32)):  # validation (float32) and Predictor (uint8)
         loop.predict(rows)
+    from mnistlab.engine import kernels
+
+    kernels.mark_compiled()
 
 
 def main() -> None:
