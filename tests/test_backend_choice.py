@@ -47,6 +47,22 @@ def test_convnets_get_tensorflow_and_the_rest_jax_unless_the_user_chose():
     assert _choose("choose('mlp', recorded='tensorflow')", KERAS_BACKEND="jax") == "tensorflow"
 
 
+def test_only_convnets_keras_fit_trains_ask_for_tensorflow():
+    from mnistlab.config import load_config
+    from mnistlab.epochs import keras_kind, trains_conv
+
+    engine = load_config("cnn")
+    assert trains_conv(engine) and keras_kind(engine) == "mlp"  # the conv engine: JAX
+    for override in ('train.loop="fit"', 'train.schedule="cosine"', "train.label_smoothing=0.1",
+                     'train.optimizer="rmsprop"', 'train.precision="mixed_bfloat16"'):
+        cfg = load_config("cnn", overrides=[override])
+        assert not trains_conv(cfg) and keras_kind(cfg) == "cnn", override
+    best = load_config("best")  # batch normalisation
+    assert not trains_conv(best) and keras_kind(best) == "cnn"
+    assert trains_conv(load_config("cnn", overrides=["augment.shift=0.1"]))
+    assert keras_kind(load_config("tutorial")) == "mlp"
+
+
 def test_a_run_cannot_resume_on_another_loaded_backend():
     import keras
 
@@ -58,8 +74,9 @@ def test_a_run_cannot_resume_on_another_loaded_backend():
     assert choose("cnn") == keras.backend.backend()  # a new run uses what is loaded
 
 
+# train.loop = "fit": Keras fit trains it (on TensorFlow), not mnistlab's conv engine (on JAX)
 ARGS = ["train", "--preset", "cnn", "--dataset", "digits", "--epochs", "3", "--no-report",
-        "--set", 'model.conv=[{filters=4, padding="same"}]']
+        "--set", 'model.conv=[{filters=4, padding="same"}]', "--set", 'train.loop="fit"']
 
 
 def _mnistlab(*args, **kw):

@@ -20,10 +20,17 @@ def _interrupt_at(epoch_to_stop, sig=signal.SIGINT):
     return progress
 
 
+CONV_ENGINE = ["train.epochs=4", 'model.kind="cnn"', "model.hidden=[]", "model.dropout=0.5",
+               'model.conv=[{filters=4, padding="same"}]', 'train.optimizer="adam"',
+               "train.learning_rate=0.003"]
+
+
 @pytest.mark.parametrize("overrides", [
     ["train.epochs=4"],
     ["train.epochs=4", "train.optimizer=adam", "train.learning_rate=0.001", "model.dropout=0.2"],
-])
+    CONV_ENGINE,
+    [*CONV_ENGINE, "augment.shift=0.15", "augment.rotation=10"],
+], ids=["mlp-sgd", "mlp-adam-dropout", "cnn-engine", "cnn-engine-augmented"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_resume_equals_uninterrupted(tmp_path, overrides, sig):
     cfg = load_config(overrides=overrides, data__dataset="digits")
@@ -39,6 +46,9 @@ def test_resume_equals_uninterrupted(tmp_path, overrides, sig):
     assert done.is_complete and len(done.history) == 4
     assert [r["epoch"] for r in done.history] == [1, 2, 3, 4]
     assert compare_weights(full.load_model(), done.load_model())
+    assert done.manifest.get("engine", {}).get("path") == full.manifest.get("engine", {}).get("path")
+    if 'model.kind="cnn"' in overrides:
+        assert done.manifest["engine"]["path"] == "conv"
     assert done.metrics["test_loss"] == full.metrics["test_loss"]
     np.testing.assert_array_equal(
         [r["val_loss"] for r in done.history], [r["val_loss"] for r in full.history]

@@ -6,7 +6,9 @@ Keras/TensorFlow takes 14.0-14.3 s per epoch against 51.8 s on Keras/JAX (XLA's 
 convolutions; its XNNPACK and oneDNN options did not help: 77 and 50 s). So a convnet trains on
 TensorFlow when ``tensorflow`` is installed (the ``[tensorflow]`` extra) and the user did not set
 ``KERAS_BACKEND``, with TensorFlow's op determinism on (same speed, measured) so reruns and
-resumes stay bit-identical.
+resumes stay bit-identical. Convnets mnistlab's own conv engine trains (``epochs.trains_conv``:
+no batch normalisation, constant learning rate, ...) stay on JAX: Keras only builds, evaluates
+and saves them, and JAX loads faster and lighter.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def choose(kind: str = "mlp", *, needs_jax: bool = False, recorded: str | None =
     yet; return the backend training will use.
 
     Args:
-        kind: ``"mlp"`` (JAX) or ``"cnn"`` (TensorFlow when installed).
+        kind: ``"mlp"`` (JAX) or ``"cnn"``, a convnet Keras ``fit`` trains (TensorFlow when
+            installed). Convnets mnistlab's conv engine trains count as ``"mlp"``
+            (``epochs.keras_kind``): Keras only builds, evaluates and saves them.
         needs_jax: the training needs JAX (several devices or processes).
         recorded: the backend a run was trained on (resume, rerun): used whatever else holds.
 

@@ -1,7 +1,9 @@
-"""One epoch of Keras ``fit``, as ``mnistlab train`` and ``mnistlab tune`` both run it.
+"""One epoch of training, as ``mnistlab train`` and ``mnistlab tune`` both run it.
 
-Used for everything the fast engine (``mnistlab.engine``) does not train: convnets, and models
-trained with augmentation, label smoothing or mixed precision. Every epoch trains on the seeded permutation
+``fit_epoch`` is used for everything mnistlab's engines (``mnistlab.engine``) do not train: models
+with batch normalisation, label smoothing, a schedule or mixed precision, MLPs with
+augmentation, several devices. ``conv_epoch`` trains the convnets the conv engine takes
+(``trains_conv``). Every epoch trains on the seeded permutation
 ``engine.permutation(seed, epoch, n)`` and, when augmentation is on, on images transformed by
 ``mnistlab.augment`` from ``(seed, epoch)``, so resuming after any epoch gives the same bits as an
 uninterrupted run.
@@ -22,6 +24,41 @@ def trains_fast(config: Config) -> bool:
     return (config.train.loop == "fast" and config.model.kind == "mlp"
             and not config.augment.enabled and not config.train.label_smoothing
             and config.train.precision == "float32")
+
+
+def trains_conv(config: Config) -> bool:
+    """Whether mnistlab's conv engine (``engine.conv_loop``) trains this config: a float32 ReLU
+    convnet without batch normalisation, SGD or Adam at a constant learning rate, no label
+    smoothing, one device (augmentation is fine: the engine takes each epoch's images)."""
+    m, t = config.model, config.train
+    return (t.loop == "fast" and m.kind == "cnn" and m.activation == "relu"
+            and not any(b.batch_norm for b in m.conv) and t.optimizer in ("sgd", "adam")
+            and t.schedule == "constant" and not t.label_smoothing
+            and t.precision == "float32" and t.devices == "1")
+
+
+def keras_kind(config: Config) -> str:
+    """What ``backend.choose`` should pick a backend for: ``"cnn"`` for a convnet Keras ``fit``
+    trains (TensorFlow, when installed, is 3.6x faster there than JAX), else ``"mlp"`` (JAX:
+    Keras then only builds, evaluates and saves the model)."""
+    return "cnn" if config.model.kind == "cnn" and not trains_conv(config) else "mlp"
+
+
+def conv_epoch(model, x, y, xv, yv, cfg: Config, epoch: int, progress=None) -> tuple[dict, dict]:
+    """Train epoch ``epoch`` on the conv engine; return its logs and the engine record.
+
+    The same order (and augmented images) as ``fit_epoch``; labels are ints; ``x`` uint8 (or
+    float32), ``xv`` either. The engine reads the model and optimizer variables at the start and
+    writes them back at the end, so a checkpoint after any epoch resumes bit-identically."""
+    from mnistlab.engine.conv_loop import fit_conv
+
+    order = permutation(cfg.seed, epoch, len(x)) if cfg.train.shuffle else np.arange(len(x))
+    xe = _epoch_images(x[order], cfg, epoch) if cfg.augment.enabled else x[order]
+    steps = _step_callback(progress, epoch, cfg.train.epochs)
+    hist = fit_conv(model, xe, y[order], xv, yv, epochs=epoch + 1, initial_epoch=epoch,
+                    batch_size=cfg.train.batch_size, seed=cfg.seed, shuffle=False,
+                    callbacks=[steps] if steps else ())
+    return {k: float(v[-1]) for k, v in hist.items()}, hist.engine
 
 
 def fit_epoch(model, x, y_onehot, xv, yv_onehot, cfg: Config, epoch: int, parallel=None,

@@ -28,7 +28,7 @@ from mnistlab.config import Config, label, resolve_data_path, to_toml
 from mnistlab.data import Dataset, load_dataset
 from mnistlab.data.split import split_train_val
 from mnistlab.engine import fit_fast
-from mnistlab.epochs import fit_epoch, trains_fast
+from mnistlab.epochs import conv_epoch, fit_epoch, keras_kind, trains_conv, trains_fast
 from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
 from mnistlab.health import check_learning
@@ -274,7 +274,8 @@ def train(
             device of every process). Process 0 writes the run directory; the others work in a
             temporary folder that is removed at the end.
         backend: train on this Keras backend (``rerun`` passes the recorded one). By default a
-            convnet trains on TensorFlow when it is installed and everything else on JAX, unless
+            convnet Keras ``fit`` trains (``epochs.keras_kind``) gets TensorFlow when it is
+            installed and everything else (the MLP and conv engines train outside Keras) JAX, unless
             ``KERAS_BACKEND`` says otherwise (``mnistlab.backend.choose``); a resumed run on the
             backend it started on.
 
@@ -295,7 +296,7 @@ def train(
         choose(recorded=backend or _recorded_backend(resume))
     else:
         needs_jax = job is not None or (config is not None and config.train.devices != "1")
-        choose(config.model.kind if config else "mlp", needs_jax=needs_jax, recorded=backend)
+        choose(keras_kind(config) if config else "mlp", needs_jax=needs_jax, recorded=backend)
     with without_tensorflow(), RunGuard() as guard, contextlib.ExitStack() as stack:
         scratch = None
         if job is not None:
@@ -471,7 +472,7 @@ def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Confi
 def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end,
                 parallel=None):
     """Train epochs ``start_epoch..epochs-1`` with the configured loop, calling ``on_epoch_end``;
-    return ``fit_fast``'s engine record (None for Keras fit).
+    return the engine record of ``fit_fast`` or the conv engine (None for Keras fit).
 
     Both loops see the same per-epoch order (``engine.permutation(seed, epoch, n)``), so a
     resumed run trains on exactly the batches an uninterrupted one would.
@@ -483,6 +484,14 @@ def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: i
             initial_epoch=start_epoch, callbacks=[on_epoch_end],
         )
         return history.engine
+    if trains_conv(config) and parallel is None:
+        engine = None
+        for epoch in range(start_epoch, config.train.epochs):
+            on_epoch_end.on_epoch_begin(epoch)
+            logs, engine = conv_epoch(model, x, y, xv, yv, config, epoch, on_epoch_end.progress)
+            if on_epoch_end(epoch, logs):
+                break
+        return engine
     eye = np.eye(num_classes, dtype=np.float32)
     y1, yv1 = eye[y], eye[yv]
     for epoch in range(start_epoch, config.train.epochs):

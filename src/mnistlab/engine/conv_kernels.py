@@ -475,15 +475,33 @@ def predict(x, scale, chunk, params, layout, keep, scratch, iscratch, out):
 
 
 def compiled_before() -> bool:
-    """Is the training kernel in numba's cache, newer than this file (so loading, not compiling)?"""
+    """Are the training kernels in numba's cache, compiled from this file's current text?
+
+    ``engine.warm`` marks the cache complete once it has built them, under the sha256 of this
+    file's text, as numba keys its cache (a fresh checkout of the same code reuses it)."""
+    folder = _cache_folder()
+    return (folder.is_dir() and _marker(folder).is_file()
+            and any(folder.glob("conv_kernels.gradients-*.nbi")))
+
+
+def mark_compiled() -> None:
+    """Record that the training kernels of this file's text are in the cache."""
+    folder = _cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    _marker(folder).touch()
+
+
+def _cache_folder() -> Path:
     try:
-        folder = Path(gradients._cache._cache_path)
-    except AttributeError:  # another numba: look anywhere in the cache
-        folder = Path(numba.config.CACHE_DIR or cache_dir())
-    source = Path(__file__).stat().st_mtime
-    return folder.is_dir() and any(
-        p.stat().st_mtime >= source for p in folder.rglob("conv_kernels.gradients-*.nbi")
-    )
+        return Path(gradients._cache._cache_path)  # numba's own place for this source file
+    except AttributeError:  # another numba: its cache root
+        return Path(numba.config.CACHE_DIR or cache_dir())
+
+
+def _marker(folder: Path) -> Path:
+    import hashlib
+
+    return folder / f"complete-conv-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}"
 
 
 def worker_threads(most: int) -> int:

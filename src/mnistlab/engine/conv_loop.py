@@ -18,34 +18,37 @@ gradients of a batch are summed chunk by chunk in a fixed order, so the result d
 the thread count either.
 
 The arithmetic runs in numba-compiled kernels (``mnistlab.engine.conv_kernels``): im2col plus one
-OpenBLAS sgemm per chunk of 8 images, on two worker threads. The first call in a new checkout
-compiles them (2.5-6 minutes measured on a busy 2-core machine; logged once on
-``logging.getLogger("mnistlab.engine")`` at INFO) and caches the machine code.
+OpenBLAS sgemm per chunk of 8 images, on two worker threads. The first call on a machine
+compiles them (about 25 s on an idle 2-core machine, or done beforehand by ``python -m
+mnistlab.engine.warm``; a warning on ``logging.getLogger("mnistlab.engine")`` says so) and caches
+the machine code.
 
 Public functions:
 
 ``fit_conv(model, x_train, y_train, x_val, y_val, *, epochs, batch_size, seed, optimizer=None,
-shuffle=True, initial_epoch=0, callbacks=(), verbose=0, threads=2) -> dict[str, list[float]]``
+shuffle=True, initial_epoch=0, callbacks=(), verbose=0, threads=2) -> History``
 
     Args:
         model: a built Keras convnet (``conv_plan.read_plan`` lists what is supported).
         x_train: uint8 pixels 0-255 ``(N, H, W)`` or ``(N, H, W, C)`` (scaled with
             ``x * float32(1/255)``, as ``mnistlab.model.to_input``), or float32 in model units.
         y_train: int labels ``(N,)`` or one-hot ``(N, classes)``.
-        x_val, y_val: the same for validation; ``None`` or empty: no ``val_*`` entries.
+        x_val, y_val: the same for validation (either dtype); ``None`` or empty: no ``val_*``.
         epochs: index of the last epoch, as in ``fit`` (trains ``epochs - initial_epoch``).
         batch_size: samples per optimizer step; the last partial batch is a step too.
         seed: fixes the shuffling and the dropout masks of every epoch.
         optimizer: a Keras Adam or SGD instance; default ``model.optimizer`` (from ``compile``).
         shuffle: reshuffle every epoch; False trains in the given order.
         initial_epoch: first epoch to train when resuming.
-        callbacks: ``keras.callbacks.Callback`` objects (epoch/train hooks, ``model.stop_training``
+        callbacks: ``keras.callbacks.Callback`` objects (epoch, train and ``on_train_batch_end``
+            hooks with the running loss and accuracy, ``model.stop_training``
             honoured) or objects with ``on_epoch_end(epoch, logs)`` returning True to stop.
         verbose: 0 silent; 1 or 2 shows Keras' progress bar.
         threads: worker threads (at most; 1 without numba's OpenMP/TBB layer).
 
     Returns:
-        ``{"loss", "accuracy", "val_loss", "val_accuracy"}``: one float per trained epoch.
+        ``History``: ``{"loss", "accuracy", "val_loss", "val_accuracy"}``, one float per trained
+        epoch, and ``engine`` ``{"path": "conv", "threads", "threads_used", "chunk"}``.
 
     Raises:
         ModelError: unsupported model, optimizer or data shapes.
@@ -71,7 +74,7 @@ import math
 import numpy as np
 
 from mnistlab.engine.conv_plan import CHUNK, ConvPlan, read_plan
-from mnistlab.engine.fit import int_labels
+from mnistlab.engine.fit import History, int_labels
 from mnistlab.errors import ModelError
 
 log = logging.getLogger("mnistlab.engine")
@@ -157,8 +160,9 @@ class _Trainer:
             off += width
         return mask
 
-    def epoch(self, x, scale, y, order, rng) -> tuple[float, float, int]:
-        """Train one epoch in ``order``; return (loss sum, correct count, steps)."""
+    def epoch(self, x, scale, y, order, rng, on_batch=None) -> tuple[float, float, int]:
+        """Train one epoch in ``order``; return (loss sum, correct count, steps).
+        ``on_batch(step, logs)`` hears each step's running mean loss and accuracy."""
         K, loss, correct, steps = self.K, 0.0, 0.0, 0
         for start in range(0, len(order), self.bs):
             idx = order[start : start + self.bs]
@@ -169,6 +173,9 @@ class _Trainer:
             loss += self.stats[:n_chunks, 0].sum()
             correct += self.stats[:n_chunks, 1].sum()
             steps += 1
+            if on_batch is not None:
+                seen = start + len(idx)
+                on_batch(steps - 1, {"loss": loss / seen, "accuracy": correct / seen})
         return loss, correct, steps
 
 
@@ -178,12 +185,8 @@ def _validate(x_train, y_train, x_val, y_val, plan: ConvPlan):
     if x_val is None or not len(x_val):
         xv, yv = x[:0], y[:0]
     else:
-        xv, _ = _pixels(x_val, plan, "x_val")
+        xv, _ = _pixels(x_val, plan, "x_val")  # scaled by conv_forward, by its own dtype
         yv = int_labels(y_val, plan.classes, "y_val")
-        if xv.dtype != x.dtype:
-            raise ModelError(
-                f"x_train and x_val must have the same dtype; received {x.dtype} and {xv.dtype}"
-            )
     if len(x) != len(y) or len(xv) != len(yv) or not len(x):
         raise ModelError(
             "x and y must have the same, non-zero number of samples; received "
@@ -208,7 +211,7 @@ def fit_conv(
     callbacks=(),
     verbose: int = 0,
     threads: int = 2,
-) -> dict[str, list[float]]:
+) -> History:
     """Train a convnet like ``model.fit``, fast; see the module docstring for Args/Returns."""
     import keras
 
@@ -227,7 +230,12 @@ def fit_conv(
         raise ModelError("pass optimizer=... or compile the model with one first")
     optim = Optim(optimizer, plan)
     if not K.compiled_before():
-        log.info("compiling the conv engine's kernels (once, a few minutes; then cached)")
+        from mnistlab.engine import warm
+
+        # a warning, so that it shows without any logging set up: the user waits for it
+        log.warning("mnistlab: compiling the convnet training code for this machine (once, "
+                    "about a minute; kept in %s)", K.numba.config.CACHE_DIR)
+        warm.compile_conv_once()
     trainer = _Trainer(plan, optim, batch_size, threads)
     keras_cbs = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
     plain_cbs = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
@@ -246,9 +254,12 @@ def fit_conv(
         order = np.random.default_rng([seed, epoch]).permutation(len(x)) if shuffle else (
             np.arange(len(x))
         )
+        def on_batch(step, logs):
+            cbl.on_train_batch_end(step, logs)
+
         with K.blas_single():
             loss, correct, _ = trainer.epoch(x, scale, y, order, np.random.default_rng(
-                [seed, epoch, 1]))
+                [seed, epoch, 1]), on_batch if keras_cbs or verbose else None)
         logs = {"loss": loss / len(x), "accuracy": correct / len(x)}
         if len(xv):
             p = conv_forward(plan, xv, threads)
@@ -263,4 +274,7 @@ def fit_conv(
         if model.stop_training or any(stop):
             break
     cbl.on_train_end(dict(logs) if logs else None)
+    history = History(history)
+    history.engine = {"path": "conv", "threads": threads, "threads_used": trainer.workers,
+                      "chunk": trainer.chunk}
     return history

@@ -1,6 +1,7 @@
 """Read a Keras convnet into the conv engine's plan: layer layout, flat float32 parameters.
 
-Supported, in this order: an ``Input`` of shape ``(H, W, C)``; any number of ``Conv2D`` (stride 1,
+Supported, in this order: an ``Input`` of shape ``(H, W, C)`` or ``(H, W)`` (then a ``Reshape`` to
+``(H, W, 1)`` may follow); any number of ``Conv2D`` (stride 1,
 no dilation, one group, ``padding="valid"`` or ``"same"``, relu or linear, channels_last) and
 ``MaxPooling2D`` (strides equal to the pool size, ``padding="valid"``); ``Flatten``; any number of
 ``Dense`` layers (relu or linear), the last one softmax. A ``Dropout`` may stand before any of
@@ -258,6 +259,13 @@ def _chain(model) -> list:
     return layers
 
 
+def _same_pixels(target, cur) -> bool:
+    """Is a Reshape to ``target`` a no-op on images of shape ``cur`` (adds or drops the channel
+    axis of a one-channel image)?"""
+    target = tuple(int(d) for d in target)
+    return target == cur or (cur[2] == 1 and target == cur[:2])
+
+
 def read_plan(model) -> ConvPlan:
     """Read a built Keras convnet into a ``ConvPlan`` (its current weights copied in).
 
@@ -304,6 +312,8 @@ def read_plan(model) -> ConvPlan:
         if isinstance(layer, keras.layers.Flatten):
             cur = (1, 1, math.prod(cur))
             continue
+        if isinstance(layer, keras.layers.Reshape) and _same_pixels(layer.target_shape, cur):
+            continue  # (H, W) -> (H, W, 1): the flat NHWC rows do not change
         reader = next((r for t, r in readers.items() if type(layer) is t), None)
         if reader is None:
             raise ModelError(

@@ -1,7 +1,9 @@
 """Compile the training kernels in a background process, so that nobody waits for the compiler.
 
 numba compiles ``engine.kernels`` once per machine (about 25 s of one core; later processes load
-the machine code from the cache in a fraction of a second). ``start()`` runs that compilation in
+the machine code from the cache in a fraction of a second), then the convnet engine's
+``engine.conv_kernels`` (about 30 s more; ``mnistlab train`` on a convnet compiles them itself,
+saying so, if they are not cached yet). ``start()`` runs that compilation in
 a separate, low-priority process (``python -m mnistlab.engine.warm``) and returns a handle whose
 ``ready()`` says when the cache is complete; meanwhile ``JitLoop`` trains on the numpy copy of the
 kernels (``engine.replica``, the same bits) and switches at the next epoch boundary. The process
@@ -57,6 +59,9 @@ class Warming:
             return True
         from mnistlab.engine import kernels
 
+        if kernels.compiled_before():  # marked before the process goes on to the conv kernels
+            self._ready = True
+            return True
         if self.pid is not None:
             try:
                 if os.waitpid(self.pid, os.WNOHANG)[0] == 0:
@@ -110,6 +115,58 @@ def compile_all() -> None:
     from mnistlab.engine import kernels
 
     kernels.mark_compiled()
+    compile_conv()
+
+
+def compile_conv() -> None:
+    """Compile (or load) the conv engine's training and prediction kernels, with the argument
+    types ``fit_conv`` uses (uint8 and float32 images), on a tiny convnet; then mark them."""
+    from mnistlab.engine import conv_kernels as K
+    from mnistlab.engine.conv_plan import ConvPlan, Spec
+
+    rng = np.random.default_rng(0)
+    specs = [
+        Spec(K.CONV, (6, 6, 1), (4, 4, 2), (3, 3), (0, 0), K.RELU, 0.0, np.zeros((3, 3, 1, 2)),
+             np.zeros(2)),
+        Spec(K.POOL, (4, 4, 2), (2, 2, 2), (2, 2)),
+        Spec(K.DENSE, (1, 1, 8), (1, 1, 3), act=K.SOFTMAX, rate=0.5, kernel=np.zeros((8, 3)),
+             bias=np.zeros(3)),
+    ]
+    size = sum(a.size for sp in specs for a in (sp.kernel, sp.bias) if a is not None)
+    plan = ConvPlan(specs, rng.standard_normal(size, np.float32) * 0.1, [], [], (6, 6, 1), 3)
+    chunk, workers = 2, K.worker_threads(2)
+    layout, floats, ints = plan.layout(chunk)
+    s, si = np.empty((workers, floats), np.float32), np.empty((workers, ints), np.int32)
+    partial, stats = np.empty((2, size), np.float32), np.zeros((2, 2))
+    y, idx = np.arange(4) % 3, rng.permutation(4)
+    mask = np.ones((4, plan.mask_units), np.uint8)
+    m, v = np.zeros(size, np.float32), np.zeros(size, np.float32)
+    x8 = rng.integers(0, 256, (4, 36), dtype=np.uint8)
+    for x, scale in ((x8, np.float32(1 / 255)), (x8.astype(np.float32), np.float32(1))):
+        K.gradients(x, y, idx, scale, chunk, plan.params, layout, plan.keep, mask, s, si,
+                    partial, stats)
+        K.predict(x, scale, chunk, plan.params, layout, plan.keep, s, si,
+                  np.empty((4, 3), np.float32))
+    f = np.float32
+    K.reduce_adam(partial, 2, plan.params, m, v, f(1e-3), f(0.9), f(0.999), f(1e-7))
+    K.reduce_sgd(partial, 2, plan.params, m, f(0.01), f(0.9), False)
+    K.mark_compiled()
+
+
+def compile_conv_once() -> None:
+    """``compile_conv`` under the compile lock, unless another process has meanwhile (the lock
+    waits for a background compilation to finish instead of compiling the same code twice)."""
+    from mnistlab.engine import conv_kernels as K
+
+    try:
+        lock = open(_lock_path(), "a+")  # noqa: SIM115 (held across the compilation)
+    except OSError:  # no writable cache folder: numba compiles in memory
+        compile_conv()
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not K.compiled_before():
+            compile_conv()
 
 
 def main() -> None:

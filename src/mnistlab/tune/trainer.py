@@ -89,8 +89,9 @@ def fit_config(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
         ModelError: the configuration is not a model the loop can train.
     """
     from mnistlab.backend import choose, without_tensorflow
+    from mnistlab.epochs import keras_kind
 
-    choose(config.model.kind)  # convnets on TensorFlow when installed (if keras is not loaded)
+    choose(keras_kind(config))  # Keras-fit convnets on TensorFlow when installed
     with without_tensorflow():  # a schedule's get_config would import all of TensorFlow (3 s)
         return _fit(config, split, on_epoch)
 
@@ -116,14 +117,23 @@ def _fit(config: Config, split: Split, on_epoch: EpochHook) -> list[dict]:
         return bool(stop) or patience.done(logs)
 
     after_epoch.on_epoch_end = after_epoch  # the hook name fit_fast calls
-    from mnistlab.epochs import trains_fast
+    from mnistlab.epochs import trains_conv, trains_fast
 
-    if trains_fast(config):  # convnets, augmentation, label smoothing: Keras fit
+    if trains_fast(config):  # the MLP engine; the conv engine; everything else on Keras fit
         from mnistlab.engine import fit_fast
 
         fit_fast(model, split.x, split.y, split.xv, split.yv, epochs=config.train.epochs,
                  batch_size=config.train.batch_size, optimizer=model.optimizer, seed=config.seed,
                  shuffle=config.train.shuffle, callbacks=[after_epoch])
+    elif trains_conv(config):
+        from mnistlab.epochs import conv_epoch
+        from mnistlab.model import to_input
+
+        xv = to_input(split.xv)
+        for epoch in range(config.train.epochs):
+            logs, _ = conv_epoch(model, split.x, split.y, xv, split.yv, config, epoch)
+            if after_epoch(epoch, logs):
+                break
     else:
         _fit_keras(model, split, config, after_epoch)
     return rows
