@@ -142,6 +142,26 @@ def test_dropout_is_seeded_and_thread_count_free(digits):
     assert any(not np.array_equal(a, b) for a, b in zip(runs["s1"], runs["s2"], strict=True))
 
 
+@pytest.mark.parametrize("rate", [0.5, 0.2])
+def test_dropout_keeps_one_minus_rate_of_the_units_independently(rate):
+    from mnistlab.engine import conv_kernels as K
+
+    units, rows = 1600, 64
+    keep = np.float32(1 - rate)
+    a = np.ones(rows * units, np.float32)
+    K._dropout(a, np.array([987654321, 3000, units], np.int64), 0, rows, 0, keep)
+    kept = (a != 0).reshape(rows, units)
+    assert abs(kept.mean() - (1 - rate)) < 0.01
+    assert np.allclose(a[a != 0], 1 / keep)  # inverted dropout
+    # rows (samples) and units (features) are not correlated: each row keeps ~its share
+    assert np.abs(kept.mean(1) - (1 - rate)).max() < 0.06
+    assert abs(np.corrcoef(kept[:, :-1].ravel(), kept[:, 1:].ravel())[0, 1]) < 0.02
+    # another key (the next epoch) draws another mask
+    b = np.ones(rows * units, np.float32)
+    K._dropout(b, np.array([987654322, 3000, units], np.int64), 0, rows, 0, keep)
+    assert 0.3 < ((a != 0) == (b != 0)).mean() < 0.75
+
+
 def test_callback_stops_training(digits):
     x, y = digits
     model = convnet()

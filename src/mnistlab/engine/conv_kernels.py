@@ -240,32 +240,48 @@ def _pool(a, n, h, w, c, ho, wo, ph, pw, b, act, out, arg):
 
 
 @njit(cache=True)
-def _dropout(a, mask, r0, n, moff, keep):
-    """Inverted dropout in place, Keras' way: kept values divided by ``keep``, the rest 0."""
+def _kept(drop, pos, unit, keep):
+    """Is dropout unit ``unit`` (numbered across all dropout layers) of the sample at position
+    ``pos`` of the epoch's order kept? A counter-based draw: splitmix64 of the epoch's key
+    ``drop[0]`` stepped ``pos * drop[2] + unit`` times, its top 24 bits as a uniform number in
+    [0, 1), kept when ``>= 1 - keep`` (as ``keras.random.dropout``). Any thread, any chunk, the
+    same mask."""
+    z = np.uint64(drop[0]) + (np.uint64(pos) * np.uint64(drop[2]) + np.uint64(unit)) * np.uint64(
+        0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float32(z >> np.uint64(40)) * np.float32(2.0**-24) >= np.float32(1) - keep
+
+
+@njit(cache=True)
+def _dropout(a, drop, r0, n, moff, keep):
+    """Inverted dropout in place, Keras' way: kept values divided by ``keep``, the rest 0.
+    ``drop`` = (epoch key, position of the batch's first row in the epoch, units per sample)."""
     d = a.shape[0] // n if n else 0
     u = np.uint64
     for i in range(n):
-        row = mask[r0 + i]
         base = u(i * d)
+        pos = drop[1] + r0 + i
         for j in range(d):
-            if row[u(moff + j)]:
+            if _kept(drop, pos, moff + j, keep):
                 a[base + u(j)] = a[base + u(j)] / keep
             else:
                 a[base + u(j)] = 0
 
 
 @njit(cache=True)
-def forward_chunk(x, idx, r0, n, scale, params, layout, keep, mask, s, si):
+def forward_chunk(x, idx, r0, n, scale, params, layout, keep, drop, s, si):
     """Forward pass of rows ``idx[r0:r0+n]`` in worker scratch ``s`` (float32) / ``si`` (int32);
-    with ``mask`` rows (training) the dropout layers apply. Leaves probabilities at the last
+    with a ``drop`` key (training; ``_dropout``) the dropout layers apply. Leaves probabilities at the last
     layer's ``OUT`` offset, ``(n, classes)``."""
     _load(x, idx, r0, n, scale, s[layout[0, IN] :])
     for j in range(layout.shape[0]):
         ly = layout[j]
         h, w, ci, ho, wo, co = ly[H], ly[W], ly[CI], ly[HO], ly[WO], ly[CO]
         a = s[ly[IN] : ly[IN] + n * h * w * ci]
-        if ly[MOFF] >= 0 and mask.shape[0]:
-            _dropout(a, mask, r0, n, ly[MOFF], keep[j])
+        if ly[MOFF] >= 0 and drop.shape[0]:
+            _dropout(a, drop, r0, n, ly[MOFF], keep[j])
         out = s[ly[OUT] : ly[OUT] + n * ho * wo * co]
         if ly[KIND] == POOL:
             arg = si[ly[AUX] : ly[AUX] + n * ho * wo * co]
@@ -342,21 +358,21 @@ def _unpool(dout, arg, out, relu, da):
 
 
 @njit(cache=True)
-def _dropout_back(da, mask, r0, n, moff, keep):
+def _dropout_back(da, drop, r0, n, moff, keep):
     d = da.shape[0] // n if n else 0
     u = np.uint64
     for i in range(n):
-        row = mask[r0 + i]
         base = u(i * d)
+        pos = drop[1] + r0 + i
         for j in range(d):
-            if row[u(moff + j)]:
+            if _kept(drop, pos, moff + j, keep):
                 da[base + u(j)] = da[base + u(j)] / keep
             else:
                 da[base + u(j)] = 0
 
 
 @njit(cache=True)
-def backward_chunk(r0, n, params, layout, keep, mask, s, si, grad):
+def backward_chunk(r0, n, params, layout, keep, drop, s, si, grad):
     """Backward pass of a chunk whose forward pass left its values in ``s``/``si`` and whose
     output gradient is at the last layer's ``DOUT``: writes the parameter gradients to ``grad``."""
     for j in range(layout.shape[0] - 1, -1, -1):
@@ -386,7 +402,7 @@ def backward_chunk(r0, n, params, layout, keep, mask, s, si, grad):
             elif has_din:
                 _mm(False, True, dz, wk, da.reshape(n, k))
         if has_din and ly[MOFF] >= 0:
-            _dropout_back(da, mask, r0, n, ly[MOFF], keep[j])
+            _dropout_back(da, drop, r0, n, ly[MOFF], keep[j])
 
 
 @njit(cache=True)
@@ -399,7 +415,7 @@ def _inputs(s, ly, n, k):
 
 # --------------------------------------------------------------------------- whole steps
 @njit(cache=True, parallel=True)
-def gradients(x, y, idx, scale, chunk, params, layout, keep, mask, scratch, iscratch, partial,
+def gradients(x, y, idx, scale, chunk, params, layout, keep, drop, scratch, iscratch, partial,
               stats):
     """Forward + backward of the batch ``idx`` (``n`` rows) on ``T = scratch.shape[0]`` worker
     threads; ``partial[c]`` gets chunk ``c``'s gradient, ``stats[c]`` its (loss sum, correct)."""
@@ -414,13 +430,13 @@ def gradients(x, y, idx, scale, chunk, params, layout, keep, mask, scratch, iscr
         for c in range(wkr, n_chunks, workers):
             r0 = c * chunk
             m = min(chunk, n - r0)
-            forward_chunk(x, idx, r0, m, scale, params, layout, keep, mask, s, si)
+            forward_chunk(x, idx, r0, m, scale, params, layout, keep, drop, s, si)
             p = s[last[OUT] : last[OUT] + m * classes].reshape(m, classes)
             dz = s[last[DOUT] : last[DOUT] + m * classes].reshape(m, classes)
             loss, correct = _loss_grad(p, y, idx, r0, inv_n, dz)
             stats[c, 0] = loss
             stats[c, 1] = correct
-            backward_chunk(r0, m, params, layout, keep, mask, s, si, partial[c])
+            backward_chunk(r0, m, params, layout, keep, drop, s, si, partial[c])
 
 
 @njit(cache=True)
@@ -464,13 +480,13 @@ def predict(x, scale, chunk, params, layout, keep, scratch, iscratch, out):
     last = layout[layout.shape[0] - 1]
     classes = last[CO]
     idx = np.arange(n)
-    no_mask = np.zeros((0, 0), np.uint8)
+    no_drop = np.zeros(0, np.int64)
     for wkr in prange(workers):
         s, si = scratch[wkr], iscratch[wkr]
         for c in range(wkr, n_chunks, workers):
             r0 = c * chunk
             m = min(chunk, n - r0)
-            forward_chunk(x, idx, r0, m, scale, params, layout, keep, no_mask, s, si)
+            forward_chunk(x, idx, r0, m, scale, params, layout, keep, no_drop, s, si)
             out[r0 : r0 + m] = s[last[OUT] : last[OUT] + m * classes].reshape(m, classes)
 
 

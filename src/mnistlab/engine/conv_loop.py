@@ -11,7 +11,9 @@ a constant float learning rate and no clipping, weight decay, EMA, loss scaling 
 
 Shuffling and dropout are seeded: epoch ``e`` trains in the order
 ``numpy.random.default_rng([seed, e]).permutation(N)`` (as ``mnistlab.engine.permutation``) and
-draws its dropout masks from ``default_rng([seed, e, 1])``; the model and optimizer variables are
+its dropout masks come from a counter-based hash of a key drawn from ``default_rng([seed, e, 1])``
+and each sample's position in that order (drawn inside the compiled kernels, by whichever thread
+trains the sample); the model and optimizer variables are
 read at the start and written back after every epoch, so resuming at ``initial_epoch=k`` from the
 variables saved after epoch ``k - 1`` gives bit-identical weights to an uninterrupted run. The
 gradients of a batch are summed chunk by chunk in a fixed order, so the result does not depend on
@@ -118,7 +120,7 @@ def conv_forward(plan_or_model, x, threads: int = 2) -> np.ndarray:
         last = layout[-1]
         with K.blas_single():
             K.forward_chunk(rows, np.arange(n), 0, n, scale, plan.params, layout, plan.keep,
-                            np.zeros((0, 0), np.uint8), s[0], si[0])
+                            np.zeros(0, np.int64), s[0], si[0])
         out[:] = s[0, last[K.OUT] : last[K.OUT] + n * plan.classes].reshape(n, plan.classes)
         return out
     workers = K.worker_threads(min(threads, math.ceil(n / CHUNK)))
@@ -135,7 +137,7 @@ def cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
 
 
 class _Trainer:
-    """One epoch at a time: buffers sized once, dropout masks drawn per step."""
+    """One epoch at a time: buffers sized once."""
 
     def __init__(self, plan: ConvPlan, optim, batch_size: int, threads: int):
         from mnistlab.engine import conv_kernels as K
@@ -149,26 +151,19 @@ class _Trainer:
         self.partial = np.empty((n_chunks, len(plan.params)), np.float32)
         self.stats = np.zeros((n_chunks, 2), np.float64)
         self.keep = plan.keep
-        self.drops = [(math.prod(s.shape_in), s.rate) for s in plan.specs if s.rate]
 
-    def _mask(self, rng, n: int) -> np.ndarray:
-        mask = np.empty((n, self.plan.mask_units), np.uint8)
-        off = 0
-        for width, rate in self.drops:
-            # keep with probability 1 - rate, as keras.random.dropout
-            mask[:, off : off + width] = rng.random((n, width), dtype=np.float32) >= rate
-            off += width
-        return mask
-
-    def epoch(self, x, scale, y, order, rng, on_batch=None) -> tuple[float, float, int]:
-        """Train one epoch in ``order``; return (loss sum, correct count, steps).
-        ``on_batch(step, logs)`` hears each step's running mean loss and accuracy."""
+    def epoch(self, x, scale, y, order, key: int, on_batch=None) -> tuple[float, float, int]:
+        """Train one epoch in ``order`` with dropout key ``key``; return (loss sum, correct
+        count, steps). ``on_batch(step, logs)`` hears each step's running mean loss and
+        accuracy."""
         K, loss, correct, steps = self.K, 0.0, 0.0, 0
+        drop = np.array([key, 0, self.plan.mask_units], np.int64)
         for start in range(0, len(order), self.bs):
             idx = order[start : start + self.bs]
             n_chunks = math.ceil(len(idx) / self.chunk)
+            drop[1] = start
             K.gradients(x, y, idx, scale, self.chunk, self.plan.params, self.layout, self.keep,
-                        self._mask(rng, len(idx)), self.s, self.si, self.partial, self.stats)
+                        drop, self.s, self.si, self.partial, self.stats)
             self.optim.step(self.partial, n_chunks)
             loss += self.stats[:n_chunks, 0].sum()
             correct += self.stats[:n_chunks, 1].sum()
@@ -258,8 +253,9 @@ def fit_conv(
             cbl.on_train_batch_end(step, logs)
 
         with K.blas_single():
-            loss, correct, _ = trainer.epoch(x, scale, y, order, np.random.default_rng(
-                [seed, epoch, 1]), on_batch if keras_cbs or verbose else None)
+            key = int(np.random.default_rng([seed, epoch, 1]).integers(2**62))
+            loss, correct, _ = trainer.epoch(x, scale, y, order, key,
+                                             on_batch if keras_cbs or verbose else None)
         logs = {"loss": loss / len(x), "accuracy": correct / len(x)}
         if len(xv):
             p = conv_forward(plan, xv, threads)

@@ -259,6 +259,20 @@ def _chain(model) -> list:
     return layers
 
 
+def _crop_to_pools(specs: list[Spec]) -> None:
+    """A convolution straight into a max pool computes only the outputs the pool's windows
+    cover: an 11x11 output pooled by 2 is 5x5 from its first 10x10 (Keras drops the last row and
+    column). The rest get no gradient either, so the results are the same and the three matrix
+    products of that layer 17 % smaller (keras-io's second conv)."""
+    from mnistlab.engine import conv_kernels as K
+
+    for conv, pool in zip(specs, specs[1:], strict=False):
+        if conv.kind == K.CONV and pool.kind == K.POOL and not pool.rate:
+            (ho, wo, co), (ph, pw) = conv.shape_out, pool.kernel_hw
+            cropped = (ho // ph * ph, wo // pw * pw, co)
+            conv.shape_out = pool.shape_in = cropped
+
+
 def _same_pixels(target, cur) -> bool:
     """Is a Reshape to ``target`` a no-op on images of shape ``cur`` (adds or drops the channel
     axis of a one-channel image)?"""
@@ -331,6 +345,7 @@ def read_plan(model) -> ConvPlan:
         )
     if rate:
         raise ModelError("a Dropout after the output layer has no effect in fit; remove it")
+    _crop_to_pools(specs)
     variables, offsets, top = [], [], 0
     for s in specs:
         for v in (s.kernel, s.bias):

@@ -139,11 +139,11 @@ def compile_conv() -> None:
     s, si = np.empty((workers, floats), np.float32), np.empty((workers, ints), np.int32)
     partial, stats = np.empty((2, size), np.float32), np.zeros((2, 2))
     y, idx = np.arange(4) % 3, rng.permutation(4)
-    mask = np.ones((4, plan.mask_units), np.uint8)
+    drop = np.array([12345, 0, plan.mask_units], np.int64)
     m, v = np.zeros(size, np.float32), np.zeros(size, np.float32)
     x8 = rng.integers(0, 256, (4, 36), dtype=np.uint8)
     for x, scale in ((x8, np.float32(1 / 255)), (x8.astype(np.float32), np.float32(1))):
-        K.gradients(x, y, idx, scale, chunk, plan.params, layout, plan.keep, mask, s, si,
+        K.gradients(x, y, idx, scale, chunk, plan.params, layout, plan.keep, drop, s, si,
                     partial, stats)
         K.predict(x, scale, chunk, plan.params, layout, plan.keep, s, si,
                   np.empty((4, 3), np.float32))
