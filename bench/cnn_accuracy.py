@@ -3,8 +3,9 @@
 For each seed, alternating, as whole processes on the full data (15 epochs, batch 128, Adam 1e-3,
 10 % validation): the keras-io script as written (``validation_split=0.1``, seeded with
 ``keras.utils.set_random_seed``), on Keras/TensorFlow, and ``mnistlab train --preset cnn`` (which
-trains a convnet on TensorFlow when it is installed). Prints each run's test accuracy, median epoch
-seconds and wall time, then the means.
+trains on mnistlab's conv engine, ``engine/conv_*``). Prints each run's test accuracy, median
+epoch seconds (the first epoch left out), wall time and peak RSS, then the means and the speed
+ratio of the sitting (script s/epoch over mnistlab's).
 
 Run:  .venv/bin/python bench/cnn_accuracy.py [--seeds 3]
 """
@@ -55,30 +56,42 @@ print(json.dumps({"test_accuracy": acc, "epoch_seconds": times}))
 """
 
 
+def _run(cmd: list[str], env: dict) -> tuple[str, float]:
+    """Run a whole process; return its stdout and peak RSS in MB (from ``wait4``)."""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.DEVNULL, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{cmd[:3]} failed with exit code {proc.returncode}")
+        out.seek(0)
+        return out.read(), usage.ru_maxrss / 1024
+
+
 def keras_io(seed: int) -> dict:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(seed)], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out, rss = _run([sys.executable, "-c", SCRIPT, str(seed)], env)
     r = json.loads(out.strip().splitlines()[-1])
     return {"test_accuracy": r["test_accuracy"], "wall": time.perf_counter() - t0,
-            "s_per_epoch": statistics.median(r["epoch_seconds"][1:])}
+            "s_per_epoch": statistics.median(r["epoch_seconds"][1:]), "rss_mb": rss}
 
 
 def mnistlab(seed: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([str(BIN / "mnistlab"), "train", "--preset", "cnn", "--dataset",
-                        "fashion_mnist", "--seed", str(seed), "--no-report", "--quiet", "--out",
-                        tmp], env=env, check=True, capture_output=True)
+        _, rss = _run([str(BIN / "mnistlab"), "train", "--preset", "cnn", "--dataset",
+                       "fashion_mnist", "--seed", str(seed), "--no-report", "--quiet", "--out",
+                       tmp], env)
         wall = time.perf_counter() - t0
         (run,) = Path(tmp).iterdir()
         with open(run / "history.csv") as f:
             seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
         manifest = json.loads((run / "manifest.json").read_text())
     return {"test_accuracy": manifest["test_accuracy"], "wall": wall,
-            "s_per_epoch": statistics.median(seconds[1:]), "backend": manifest["backend"]}
+            "s_per_epoch": statistics.median(seconds[1:]), "rss_mb": rss,
+            "engine": (manifest.get("engine") or {}).get("path", "keras fit")}
 
 
 def main():
@@ -91,14 +104,20 @@ def main():
             rows[name].append(fn(seed))
             r = rows[name][-1]
             print(f"seed {seed} {name:28s} test {r['test_accuracy']:.4f}  "
-                  f"{r['s_per_epoch']:.1f} s/epoch  wall {r['wall']:.0f} s", flush=True)
+                  f"{r['s_per_epoch']:.2f} s/epoch  wall {r['wall']:.0f} s  "
+                  f"peak RSS {r['rss_mb']:.0f} MB {r.get('engine', '')}", flush=True)
     print()
     for name, rs in rows.items():
         accs = [r["test_accuracy"] for r in rs]
         print(f"{name:28s} test {statistics.mean(accs):.4f} ± "
               f"{statistics.stdev(accs) if len(accs) > 1 else 0:.4f}  "
-              f"{statistics.median(r['s_per_epoch'] for r in rs):.1f} s/epoch  "
-              f"wall {statistics.median(r['wall'] for r in rs):.0f} s")
+              f"{statistics.median(r['s_per_epoch'] for r in rs):.2f} s/epoch  "
+              f"wall {statistics.median(r['wall'] for r in rs):.0f} s  "
+              f"peak RSS {max(r['rss_mb'] for r in rs):.0f} MB")
+    script, ours = rows.values()
+    ratios = [a["s_per_epoch"] / b["s_per_epoch"] for a, b in zip(script, ours, strict=True)]
+    print(f"speed-up per epoch, script / mnistlab, seed by seed: "
+          f"{', '.join(f'{r:.2f}x' for r in ratios)} (median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":

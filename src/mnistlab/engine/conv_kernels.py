@@ -439,12 +439,13 @@ def gradients(x, y, idx, scale, chunk, params, layout, keep, drop, scratch, iscr
             backward_chunk(r0, m, params, layout, keep, drop, s, si, partial[c])
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def reduce_adam(partial, n_chunks, params, m, v, lr_t, beta_1, beta_2, epsilon):
     """Sum the chunk gradients in chunk order, then one Keras Adam step (``lr_t`` is
-    ``lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)``, all float32)."""
+    ``lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)``, all float32). Parameters are independent:
+    split over the worker threads (the same bits on any number)."""
     one = np.float32(1)
-    for i in range(params.shape[0]):
+    for i in prange(params.shape[0]):
         g = partial[0, i]
         for c in range(1, n_chunks):
             g += partial[c, i]
@@ -453,11 +454,11 @@ def reduce_adam(partial, n_chunks, params, m, v, lr_t, beta_1, beta_2, epsilon):
         params[i] -= (m[i] * lr_t) / (np.sqrt(v[i]) + epsilon)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def reduce_sgd(partial, n_chunks, params, m, lr, momentum, nesterov):
     """Sum the chunk gradients in chunk order, then one Keras SGD step (momentum if ``m`` is
-    not empty)."""
-    for i in range(params.shape[0]):
+    not empty), split over the worker threads like ``reduce_adam``."""
+    for i in prange(params.shape[0]):
         g = partial[0, i]
         for c in range(1, n_chunks):
             g += partial[c, i]

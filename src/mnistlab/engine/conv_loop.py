@@ -88,6 +88,8 @@ def _pixels(x, plan: ConvPlan, what: str) -> tuple[np.ndarray, np.float32]:
     x = np.asarray(x)
     u8 = x.dtype == np.uint8
     x = np.ascontiguousarray(x, dtype=np.uint8 if u8 else np.float32)
+    if not x.flags.writeable:  # numba compiles read-only arrays separately (half a minute)
+        x = x.copy()
     per = math.prod(plan.input_shape)
     if x.ndim < 2 or math.prod(x.shape[1:]) != per:
         raise ModelError(
