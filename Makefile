@@ -36,7 +36,8 @@ run: warm-background
 	@echo "  mnistlab serve runs/<run>          # draw digits at http://127.0.0.1:8000"
 	@echo "  mnistlab predict runs/<run> my-digit.jpg"
 	@echo "  mnistlab train --preset cnn --dataset fashion_mnist   # the next chapter: a convnet"
-	@echo "    (3.6x faster on TensorFlow: $(BIN)/pip install -e '.[tensorflow]' first)"
+	@echo "    (batch-normalised convnets, --preset best, train 3.6x faster on TensorFlow:"
+	@echo "     $(BIN)/pip install -e '.[tensorflow]' first)"
 
 test: warm
 	$(BIN)/ruff check src tests bench examples

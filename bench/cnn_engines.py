@@ -45,6 +45,14 @@ wall-clock figure here is inflated 3-7x and noisy; the quiet-machine figures mus
   50,000/s: not reached; ~4.9 MFLOP per image make 50,000/s ~245 GFLOP/s).
   Accuracy (``--accuracy 15``, seed 0, 54,000/6,000 split): test 0.8998, val 0.9078 after 15
   epochs (one seed; the keras-io script's own figure was not measured in this sitting).
+
+Later the same day, quiet machine: ``--variants engine,keras-tf --rounds 1 --steps 60`` before
+this round's engine changes: engine 8.84 s/epoch (17.6 CPU-s), Keras/TF 15.25 (18.5 CPU-s). The
+changes (unsigned indices, gathered col2im, dropout inside the kernels, conv outputs cropped to
+their pools, a parallel optimizer step; see the README's Convnets section) took the 8-image step
+from 1.93 to 1.40 ms on one thread; the engine now trains the ``cnn`` preset, measured as whole
+runs by ``bench/cnn_accuracy.py``. Note: a read-only ``x`` (a slice of a loaded dataset) is a
+different numba type; the engine copies it rather than compile for it.
 """
 
 from __future__ import annotations
