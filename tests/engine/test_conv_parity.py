@@ -57,8 +57,14 @@ def scaled(x):
     [
         (lambda: keras.optimizers.SGD(0.05, momentum=0.9), 1e-6, 3e-7),
         (lambda: keras.optimizers.Adam(1e-3), 1e-6, 4e-6),
+        # the rate decays to a tenth within the epoch's 5 steps, evaluated at each step
+        (lambda: keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=4, alpha=0.1)), 1e-6, 4e-6),
+        (lambda: keras.optimizers.SGD(
+            keras.optimizers.schedules.CosineDecay(0.1, decay_steps=6), momentum=0.9), 1e-6,
+         3e-7),
     ],
-    ids=["sgd-momentum", "adam"],
+    ids=["sgd-momentum", "adam", "adam-cosine", "sgd-cosine"],
 )
 def test_one_epoch_matches_model_fit(digits, make_opt, rtol_loss, atol_w):
     # measured: loss within 1e-7 (relative), weights within 3e-8 (SGD) / 4e-7 (Adam) after
@@ -203,3 +209,14 @@ def test_bad_data_and_optimizer_are_refused(digits):
     with pytest.raises(ModelError, match="RMSprop"):
         fit_conv(model, x, y, None, None, epochs=1, batch_size=64, seed=0,
                  optimizer=keras.optimizers.RMSprop())
+
+
+@pytest.mark.parametrize("schedule", [
+    lambda: keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5),
+    lambda: keras.optimizers.schedules.CosineDecay(1e-3, 10, warmup_target=1e-2, warmup_steps=3),
+], ids=["exponential", "cosine-warm-up"])
+def test_other_learning_rate_schedules_are_refused(digits, schedule):
+    x, y = digits
+    with pytest.raises(ModelError, match="CosineDecay"):
+        fit_conv(convnet(), x, y, None, None, epochs=1, batch_size=64, seed=0,
+                 optimizer=keras.optimizers.Adam(schedule()))

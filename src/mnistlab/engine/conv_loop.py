@@ -7,7 +7,8 @@ output, one optimizer step per batch, the last partial batch included, history v
 over samples (Keras weights batch means by batch size), inverted dropout while training,
 validation once per epoch without dropout. Optimizers: ``keras.optimizers.Adam`` (Keras 3's
 update with bias correction, no amsgrad) and ``keras.optimizers.SGD`` (momentum, Nesterov), with
-a constant float learning rate and no clipping, weight decay, EMA, loss scaling or accumulation.
+a constant float learning rate or a ``CosineDecay`` (no warm-up), and no clipping, weight decay, EMA,
+loss scaling or accumulation.
 
 Shuffling and dropout are seeded: epoch ``e`` trains in the order
 ``numpy.random.default_rng([seed, e]).permutation(N)`` (as ``mnistlab.engine.permutation``) and

@@ -1,4 +1,5 @@
-"""Keras Adam and SGD for the conv engine: state read from and written back to Keras variables."""
+"""Keras Adam and SGD for the conv engine (a constant learning rate or a cosine decay): state read
+from and written back to Keras variables."""
 
 from __future__ import annotations
 
@@ -46,16 +47,18 @@ class Optim:
             )
         cfg = optimizer.get_config()
         extras = [k for k in _PLAIN if cfg.get(k) not in (None, False)]
-        if extras or cfg.get("amsgrad") or not isinstance(cfg["learning_rate"], float):
+        self.cosine = _cosine(optimizer)
+        plain_lr = isinstance(cfg["learning_rate"], float) or self.cosine is not None
+        if extras or cfg.get("amsgrad") or not plain_lr:
             raise ModelError(
-                "the conv engine applies a constant float learning rate without "
-                f"{', '.join(_PLAIN)} or amsgrad; received {extras or cfg}"
+                "the conv engine applies a constant float learning rate or a CosineDecay "
+                f"(no warm-up), without {', '.join(_PLAIN)} or amsgrad; received {extras or cfg}"
             )
         if not optimizer.built:
             optimizer.build(plan.variables)
         self.optimizer, self.plan, self.cfg = optimizer, plan, cfg
         self.adam = kind is keras.optimizers.Adam
-        self.lr = np.float32(cfg["learning_rate"])
+        self.lr = None if self.cosine else np.float32(cfg["learning_rate"])
         self.iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
         names = ["momentum", "velocity"] if self.adam else ["momentum"] * bool(cfg["momentum"])
         self.slots = [_slots(optimizer, plan.variables, n) for n in names]
@@ -74,6 +77,7 @@ class Optim:
         """Sum the chunk gradients ``partial[:n_chunks]`` and update the plan's parameters."""
         from mnistlab.engine import conv_kernels as K
 
+        lr = self._learning_rate()
         self.iterations += 1
         p = self.plan.params
         if self.adam:
@@ -81,12 +85,23 @@ class Optim:
             t = np.float32(self.iterations)
             b1, b2 = np.float32(self.cfg["beta_1"]), np.float32(self.cfg["beta_2"])
             one = np.float32(1)
-            lr_t = self.lr * np.sqrt(one - np.power(b2, t)) / (one - np.power(b1, t))
+            lr_t = lr * np.sqrt(one - np.power(b2, t)) / (one - np.power(b1, t))
             K.reduce_adam(partial, n_chunks, p, self.state[0], self.state[1], np.float32(lr_t),
                           b1, b2, np.float32(self.cfg["epsilon"]))
         else:
-            K.reduce_sgd(partial, n_chunks, p, self.state[0], self.lr,
+            K.reduce_sgd(partial, n_chunks, p, self.state[0], lr,
                          np.float32(self.cfg["momentum"]), bool(self.cfg["nesterov"]))
+
+    def _learning_rate(self) -> np.float32:
+        """This step's learning rate: the constant, or ``CosineDecay`` at the optimizer's
+        iteration count before the step (as Keras evaluates it), in float32 as Keras does."""
+        if self.cosine is None:
+            return self.lr
+        f = np.float32
+        lr0, steps, alpha = self.cosine
+        done = min(f(self.iterations), steps) / steps
+        decayed = f(1 - float(alpha)) * (f(0.5) * (f(1) + np.cos(f(math.pi) * done))) + alpha
+        return f(lr0 * decayed)
 
     def write_back(self) -> None:
         """Copy the slots and the iteration count into the Keras optimizer."""
@@ -97,3 +112,15 @@ class Optim:
                 v.assign(flat[off : off + size].reshape(v.shape))
                 off += size
         self.optimizer.iterations.assign(self.iterations)
+
+
+def _cosine(optimizer):
+    """``(initial rate, decay steps, alpha)`` as float32 if the optimizer's learning rate is a
+    ``keras.optimizers.schedules.CosineDecay`` without warm-up, else None."""
+    import keras
+
+    sched = getattr(optimizer, "_learning_rate", None)
+    if type(sched) is not keras.optimizers.schedules.CosineDecay or sched.warmup_target is not None:
+        return None
+    return (np.float32(sched.initial_learning_rate), np.float32(sched.decay_steps),
+            np.float32(sched.alpha))
