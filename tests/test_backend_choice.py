@@ -53,7 +53,7 @@ def test_only_convnets_keras_fit_trains_ask_for_tensorflow():
 
     engine = load_config("cnn")
     assert trains_conv(engine) and keras_kind(engine) == "mlp"  # the conv engine: JAX
-    for override in ('train.loop="fit"', "train.label_smoothing=0.1",
+    for override in ('train.loop="fit"',
                      'train.optimizer="rmsprop"', 'train.precision="mixed_bfloat16"'):
         cfg = load_config("cnn", overrides=[override])
         assert not trains_conv(cfg) and keras_kind(cfg) == "cnn", override
@@ -61,6 +61,7 @@ def test_only_convnets_keras_fit_trains_ask_for_tensorflow():
     assert not trains_conv(best) and keras_kind(best) == "cnn"
     assert trains_conv(load_config("cnn", overrides=["augment.shift=0.1"]))
     assert trains_conv(load_config("cnn", overrides=['train.schedule="cosine"']))
+    assert trains_conv(load_config("cnn", overrides=["train.label_smoothing=0.1"]))
     assert keras_kind(load_config("tutorial")) == "mlp"
 
 

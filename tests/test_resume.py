@@ -29,8 +29,9 @@ CONV_ENGINE = ["train.epochs=4", 'model.kind="cnn"', "model.hidden=[]", "model.d
     ["train.epochs=4"],
     ["train.epochs=4", "train.optimizer=adam", "train.learning_rate=0.001", "model.dropout=0.2"],
     CONV_ENGINE,
-    [*CONV_ENGINE, "augment.shift=0.15", "augment.rotation=10", 'train.schedule="cosine"'],
-], ids=["mlp-sgd", "mlp-adam-dropout", "cnn-engine", "cnn-engine-augmented-cosine"])
+    [*CONV_ENGINE, "augment.shift=0.15", "augment.rotation=10", 'train.schedule="cosine"',
+     "train.label_smoothing=0.1"],
+], ids=["mlp-sgd", "mlp-adam-dropout", "cnn-engine", "cnn-engine-augmented-cosine-smoothed"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_resume_equals_uninterrupted(tmp_path, overrides, sig):
     cfg = load_config(overrides=overrides, data__dataset="digits")

@@ -1,7 +1,7 @@
 """One epoch of training, as ``mnistlab train`` and ``mnistlab tune`` both run it.
 
 ``fit_epoch`` is used for everything mnistlab's engines (``mnistlab.engine``) do not train: models
-with batch normalisation, label smoothing or mixed precision, MLPs with a schedule or
+with batch normalisation or mixed precision, MLPs with a schedule, label smoothing or
 augmentation, several devices. ``conv_epoch`` trains the convnets the conv engine takes
 (``trains_conv``). Every epoch trains on the seeded permutation
 ``engine.permutation(seed, epoch, n)`` and, when augmentation is on, on images transformed by
@@ -28,12 +28,12 @@ def trains_fast(config: Config) -> bool:
 
 def trains_conv(config: Config) -> bool:
     """Whether mnistlab's conv engine (``engine.conv_loop``) trains this config: a float32 ReLU
-    convnet without batch normalisation, SGD or Adam (constant or cosine learning rate), no
-    label smoothing, one device (augmentation is fine: the engine takes each epoch's images)."""
+    convnet without batch normalisation, SGD or Adam (constant or cosine learning rate), on one
+    device (augmentation and label smoothing are fine)."""
     m, t = config.model, config.train
     return (t.loop == "fast" and m.kind == "cnn" and m.activation == "relu"
             and not any(b.batch_norm for b in m.conv) and t.optimizer in ("sgd", "adam")
-            and not t.label_smoothing and t.precision == "float32" and t.devices == "1")
+            and t.precision == "float32" and t.devices == "1")
 
 
 def keras_kind(config: Config) -> str:

@@ -103,6 +103,73 @@ def test_last_partial_batch_and_validation_match_keras(digits):
     assert h["val_accuracy"][0] == pytest.approx(h_ref["val_accuracy"][0], abs=1 / 50)
 
 
+def test_label_smoothing_matches_keras(digits):
+    # SGD, whose steps are linear in the gradient (Adam's normalised steps magnify last-bit
+    # differences of near-zero gradients into ~1e-5 after 8 steps, smoothing or not). Measured:
+    # losses within 6e-8 (relative); weights within 2e-8 after one epoch, 1.0e-6 after two (of
+    # 0.026 moved; without smoothing 1.5e-8), where the second epoch's clip (1e-7) starts to
+    # act on some classes and a probability on its edge may round to either side
+    x, y = digits
+    ref = convnet(dropout=0)
+    ours = twin(ref)
+    for m in (ref, ours):
+        m.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), metrics=["accuracy"],
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.2))
+    xv, yv = x[:64], y[:64]
+    h_ref = ref.fit(scaled(x[64:]), keras.utils.to_categorical(y[64:], 10), batch_size=64,
+                    epochs=2, shuffle=False, verbose=0,
+                    validation_data=(scaled(xv), keras.utils.to_categorical(yv, 10))).history
+    h = fit_conv(ours, x[64:], y[64:], xv, yv, epochs=2, batch_size=64, seed=0, shuffle=False)
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(h[key], h_ref[key], rtol=1e-5, err_msg=key)
+    moved = max(np.abs(a - b).max() for a, b in zip(ref.get_weights(), ours.get_weights(),
+                                                    strict=True))
+    assert moved < 5e-6
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_clipped_classes_lose_their_gradient_as_under_autodiff(smoothing):
+    """The loss gradient with respect to the softmax's inputs, against Keras' own (autodiff of
+    the clipped log) on rows where some classes sit under the 1e-7 clip, the label's among them."""
+    from mnistlab.engine import conv_kernels as K
+    from mnistlab.engine.conv_loop import cross_entropy
+
+    logits = np.array([[30.0, 0.0, -5.0, 2.0], [0.0, 40.0, 1.0, -1.0], [1.0, 2.0, 3.0, 0.5]],
+                      np.float32)
+    labels = np.array([0, 2, 1])  # row 2: the label's class is clipped
+    target = np.array([1 - smoothing, smoothing / 4], np.float32)
+    p = np.asarray(keras.ops.softmax(logits), np.float32)
+    dz = np.empty_like(p)
+    loss, correct = K._loss_grad(p.copy(), labels, np.arange(3), 0, np.float32(1 / 3), target, dz)
+
+    z = keras.Variable(logits)
+    onehot = keras.utils.to_categorical(labels, 4)
+    lossfn = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        want = np.asarray(jax.grad(lambda v: lossfn(onehot, jax.nn.softmax(v)))(logits))
+        value = float(lossfn(onehot, p))
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = lossfn(onehot, tf.nn.softmax(z.value))
+        want, value = tape.gradient(out, z.value).numpy(), float(out)
+    np.testing.assert_allclose(dz, want, rtol=1e-5, atol=1e-8)
+    assert loss / 3 == pytest.approx(value, rel=1e-6)
+    assert cross_entropy(p, labels, target) == pytest.approx(value, rel=1e-6)
+    assert correct == 1
+
+
+def test_another_loss_is_refused(digits):
+    x, y = digits
+    model = convnet()
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    with pytest.raises(ModelError, match="'mse'"):
+        fit_conv(model, x, y, None, None, epochs=1, batch_size=64, seed=0)
+
+
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_forward_matches_predict(digits, padding):
     x, _ = digits

@@ -304,10 +304,15 @@ def forward_chunk(x, idx, r0, n, scale, params, layout, keep, drop, s, si):
 
 # --------------------------------------------------------------------------- backward pieces
 @njit(cache=True)
-def _loss_grad(p, y, idx, r0, inv_n, dz):
-    """Keras' categorical cross-entropy on probabilities ``p`` ``(n, C)``: returns (loss sum,
-    correct count) and writes ``dz = (p - onehot) * inv_n`` (0 where the 1e-7 clip is active)."""
+def _loss_grad(p, y, idx, r0, inv_n, target, dz):
+    """Keras' categorical cross-entropy on probabilities ``p`` ``(n, C)`` against targets
+    ``target[0] * onehot + target[1]`` (label smoothing: ``1 - s`` and ``s / C``; no smoothing:
+    1 and 0). Returns (loss sum, correct count) and writes the gradient with respect to the
+    softmax's inputs, ``(p * T - target) * inv_n``, where a class the 1e-7 clip holds has no
+    gradient of its own and ``T`` sums the targets of the classes it leaves alone (no smoothing:
+    ``p - onehot``, or 0 when the label's class is clipped)."""
     lo, hi = np.float32(1e-7), np.float32(1 - 1e-7)
+    on, off = target[0], target[1]
     rows, cols = p.shape
     loss, correct = 0.0, 0
     for r in range(rows):
@@ -319,12 +324,19 @@ def _loss_grad(p, y, idx, r0, inv_n, dz):
             if p[r, c] > p[r, best]:
                 best = c
         correct += best == t
-        pt = p[r, t] / total
-        clipped = pt <= lo or pt >= hi
-        loss -= np.log(min(max(pt, lo), hi))
+        kept = np.float32(0)
         for c in range(cols):
-            g = p[r, c] - np.float32(1 if c == t else 0)
-            dz[r, c] = 0 if clipped else g * inv_n
+            tc = on + off if c == t else off
+            q = p[r, c] / total
+            if tc != 0:
+                loss -= tc * np.log(min(max(q, lo), hi))
+            if lo < q < hi:
+                kept += tc
+        for c in range(cols):
+            tc = on + off if c == t else off
+            q = p[r, c] / total
+            g = p[r, c] * kept - (tc if lo < q < hi else np.float32(0))
+            dz[r, c] = g * inv_n
     return loss, correct
 
 
@@ -416,9 +428,10 @@ def _inputs(s, ly, n, k):
 # --------------------------------------------------------------------------- whole steps
 @njit(cache=True, parallel=True)
 def gradients(x, y, idx, scale, chunk, params, layout, keep, drop, scratch, iscratch, partial,
-              stats):
+              stats, target):
     """Forward + backward of the batch ``idx`` (``n`` rows) on ``T = scratch.shape[0]`` worker
-    threads; ``partial[c]`` gets chunk ``c``'s gradient, ``stats[c]`` its (loss sum, correct)."""
+    threads; ``partial[c]`` gets chunk ``c``'s gradient, ``stats[c]`` its (loss sum, correct);
+    ``target`` as ``_loss_grad`` takes it."""
     n = idx.shape[0]
     n_chunks = (n + chunk - 1) // chunk
     workers = scratch.shape[0]
@@ -433,7 +446,7 @@ def gradients(x, y, idx, scale, chunk, params, layout, keep, drop, scratch, iscr
             forward_chunk(x, idx, r0, m, scale, params, layout, keep, drop, s, si)
             p = s[last[OUT] : last[OUT] + m * classes].reshape(m, classes)
             dz = s[last[DOUT] : last[DOUT] + m * classes].reshape(m, classes)
-            loss, correct = _loss_grad(p, y, idx, r0, inv_n, dz)
+            loss, correct = _loss_grad(p, y, idx, r0, inv_n, target, dz)
             stats[c, 0] = loss
             stats[c, 1] = correct
             backward_chunk(r0, m, params, layout, keep, drop, s, si, partial[c])

@@ -2,8 +2,8 @@
 
 ``fit_conv`` trains a Keras model of Conv2D / MaxPooling2D / Flatten / Dropout / Dense layers
 (see ``mnistlab.engine.conv_plan`` for the exact set) with the semantics of ``Model.fit`` and
-``loss="categorical_crossentropy"``: mean loss over the batch with Keras' 1e-7 clip on the softmax
-output, one optimizer step per batch, the last partial batch included, history values averaged
+``loss="categorical_crossentropy"`` (or ``keras.losses.CategoricalCrossentropy(label_smoothing=s)``):
+mean loss over the batch with Keras' 1e-7 clip on the softmax output, one optimizer step per batch, the last partial batch included, history values averaged
 over samples (Keras weights batch means by batch size), inverted dropout while training,
 validation once per epoch without dropout. Optimizers: ``keras.optimizers.Adam`` (Keras 3's
 update with bias correction, no amsgrad) and ``keras.optimizers.SGD`` (momentum, Nesterov), with
@@ -133,19 +133,49 @@ def conv_forward(plan_or_model, x, threads: int = 2) -> np.ndarray:
     return out
 
 
-def cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
-    """Keras' mean categorical cross-entropy of probabilities ``p`` ``(N, C)`` for labels ``y``."""
-    pt = np.take_along_axis(p, y[:, None], 1)[:, 0] / p.sum(1)
-    return float(-np.log(np.clip(pt, EPSILON, 1 - EPSILON)).astype(np.float64).mean())
+def cross_entropy(p: np.ndarray, y: np.ndarray, target=None) -> float:
+    """Keras' mean categorical cross-entropy of probabilities ``p`` ``(N, C)`` for labels ``y``,
+    against targets ``target[0] * onehot + target[1]`` (label smoothing; default: one-hot)."""
+    logs = np.log(np.clip(p / p.sum(1, keepdims=True), EPSILON, 1 - EPSILON))
+    on, off = (np.float32(1), np.float32(0)) if target is None else target
+    per_row = np.take_along_axis(logs, y[:, None], 1)[:, 0] * on + logs.sum(1) * off
+    return float(-per_row.astype(np.float64).mean())
+
+
+def loss_targets(model, classes: int) -> np.ndarray:
+    """``[1 - s, s / classes]`` (float32, as Keras smooths the one-hot labels) for the model's
+    compiled loss: categorical cross-entropy on probabilities, ``label_smoothing=s`` or none.
+
+    Raises:
+        ModelError: the model was compiled with another loss.
+    """
+    import keras
+
+    loss = getattr(model, "loss", None)
+    smoothing = 0.0
+    if type(loss) is keras.losses.CategoricalCrossentropy:
+        cfg = loss.get_config()
+        if cfg["from_logits"] or cfg["axis"] != -1:
+            raise ModelError(
+                "the conv engine trains categorical cross-entropy on the softmax's probabilities; "
+                f"received from_logits={cfg['from_logits']}, axis={cfg['axis']}. Use loop='fit'"
+            )
+        smoothing = float(cfg["label_smoothing"])
+    elif loss not in (None, "categorical_crossentropy"):
+        raise ModelError(
+            "the conv engine trains with loss='categorical_crossentropy' (label smoothing "
+            f"allowed); the model was compiled with {loss!r}. Use loop='fit'"
+        )
+    return np.array([1.0 - smoothing, smoothing / classes], np.float32)
 
 
 class _Trainer:
     """One epoch at a time: buffers sized once."""
 
-    def __init__(self, plan: ConvPlan, optim, batch_size: int, threads: int):
+    def __init__(self, plan: ConvPlan, optim, batch_size: int, threads: int, target):
         from mnistlab.engine import conv_kernels as K
 
-        self.plan, self.optim, self.bs, self.K = plan, optim, batch_size, K
+        self.plan, self.optim, self.bs, self.K, self.target = plan, optim, batch_size, K, target
         chunk = min(CHUNK, batch_size)
         self.chunk = chunk
         self.workers = K.worker_threads(min(threads, math.ceil(batch_size / chunk)))
@@ -166,7 +196,7 @@ class _Trainer:
             n_chunks = math.ceil(len(idx) / self.chunk)
             drop[1] = start
             K.gradients(x, y, idx, scale, self.chunk, self.plan.params, self.layout, self.keep,
-                        drop, self.s, self.si, self.partial, self.stats)
+                        drop, self.s, self.si, self.partial, self.stats, self.target)
             self.optim.step(self.partial, n_chunks)
             loss += self.stats[:n_chunks, 0].sum()
             correct += self.stats[:n_chunks, 1].sum()
@@ -234,7 +264,8 @@ def fit_conv(
         log.warning("mnistlab: compiling the convnet training code for this machine (once, "
                     "about a minute; kept in %s)", K.numba.config.CACHE_DIR)
         warm.compile_conv_once()
-    trainer = _Trainer(plan, optim, batch_size, threads)
+    target = loss_targets(model, plan.classes)
+    trainer = _Trainer(plan, optim, batch_size, threads, target)
     keras_cbs = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
     plain_cbs = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
     cbl = keras.callbacks.CallbackList(
@@ -262,7 +293,7 @@ def fit_conv(
         logs = {"loss": loss / len(x), "accuracy": correct / len(x)}
         if len(xv):
             p = conv_forward(plan, xv, threads)
-            logs["val_loss"] = cross_entropy(p, yv)
+            logs["val_loss"] = cross_entropy(p, yv, target)
             logs["val_accuracy"] = float((p.argmax(1) == yv).mean())
         for key, value in logs.items():
             history[key].append(value)

@@ -144,7 +144,7 @@ def compile_conv() -> None:
     x8 = rng.integers(0, 256, (4, 36), dtype=np.uint8)
     for x, scale in ((x8, np.float32(1 / 255)), (x8.astype(np.float32), np.float32(1))):
         K.gradients(x, y, idx, scale, chunk, plan.params, layout, plan.keep, drop, s, si,
-                    partial, stats)
+                    partial, stats, np.array([0.9, 0.1 / 3], np.float32))
         K.predict(x, scale, chunk, plan.params, layout, plan.keep, s, si,
                   np.empty((4, 3), np.float32))
     f = np.float32
