@@ -180,7 +180,10 @@ def test_a_rerun_of_a_run_from_another_compiled_loop_version_says_why_bits_may_d
     note = _numerics_note({"path": "compiled"}, now)  # recorded before the field existed
     assert f"numerics 1; this version has {NUMERICS}" in note and "Rerun the new run" in note
     assert _numerics_note({"path": "scan"}, {"path": "scan"}) is None
-    assert _numerics_note(None, now) is None  # a Keras-fit run: no engine record
+    assert _numerics_note(None, None) is None  # Keras fit both times: no engine record
+    # a convnet trained with Keras fit before the conv engine took such models over
+    note = _numerics_note(None, {"path": "conv", "threads": 2})
+    assert "trained by Keras fit" in note and "with mnistlab's conv engine" in note
 
 
 def test_runs_record_the_compiled_loops_numerics(digits_run):

@@ -543,10 +543,23 @@ def rerun(path: Run | str | Path, *, out: str | Path | None = None,
     }
 
 
+_ENGINES = {"Keras fit": "Keras fit", "conv": "mnistlab's conv engine",
+            "compiled": "mnistlab's compiled loop", "numpy": "mnistlab's numpy loop",
+            "scan": "a jitted JAX scan"}
+
+
 def _numerics_note(old: dict | None, new: dict | None) -> str | None:
-    """Why a rerun may differ in its last bits: the run was trained by another version of the
-    compiled loop's arithmetic (``engine.kernels.NUMERICS``); None when both used the same."""
-    if not (old and new and old.get("path") == new.get("path") == "compiled"):
+    """Why a rerun may differ in its last bits: the run was trained by another engine (a
+    convnet trained with Keras fit before mnistlab's conv engine took such models over) or by
+    another version of the compiled loop's arithmetic (``engine.kernels.NUMERICS``); None when
+    both used the same."""
+    was_path = (old or {}).get("path") or "Keras fit"
+    now_path = (new or {}).get("path") or "Keras fit"
+    if was_path != now_path:
+        return (f"the original run was trained by {_ENGINES.get(was_path, was_path)}; this version "
+                f"of mnistlab trains it with {_ENGINES.get(now_path, now_path)}, whose results "
+                "differ. Rerun the new run to check that this version reproduces itself")
+    if was_path != "compiled":
         return None
     was, now = old.get("numerics", 1), new.get("numerics", 1)
     if was == now:
