@@ -77,7 +77,7 @@ import math
 import numpy as np
 
 from mnistlab.engine.conv_plan import CHUNK, ConvPlan, read_plan
-from mnistlab.engine.fit import History, int_labels
+from mnistlab.engine.fit import History, int_labels, permutation
 from mnistlab.errors import ModelError
 
 log = logging.getLogger("mnistlab.engine")
@@ -223,6 +223,17 @@ def _validate(x_train, y_train, x_val, y_val, plan: ConvPlan):
     return x, scale, y, xv, yv
 
 
+def _compiled(K) -> None:
+    """Make sure the kernels are compiled (they are cached per machine), saying so if not."""
+    if not K.compiled_before():
+        from mnistlab.engine import warm
+
+        # a warning, so that it shows without any logging set up: the user waits for it
+        log.warning("mnistlab: compiling the convnet training code for this machine (once, "
+                    "about a minute; kept in %s)", K.numba.config.CACHE_DIR)
+        warm.compile_conv_once()
+
+
 def fit_conv(
     model,
     x_train,
@@ -257,13 +268,7 @@ def fit_conv(
     if optimizer is None:
         raise ModelError("pass optimizer=... or compile the model with one first")
     optim = Optim(optimizer, plan)
-    if not K.compiled_before():
-        from mnistlab.engine import warm
-
-        # a warning, so that it shows without any logging set up: the user waits for it
-        log.warning("mnistlab: compiling the convnet training code for this machine (once, "
-                    "about a minute; kept in %s)", K.numba.config.CACHE_DIR)
-        warm.compile_conv_once()
+    _compiled(K)
     target = loss_targets(model, plan.classes)
     trainer = _Trainer(plan, optim, batch_size, threads, target)
     keras_cbs = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
@@ -272,6 +277,7 @@ def fit_conv(
         keras_cbs, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs,
         steps=math.ceil(len(x) / batch_size),
     )
+    on_batch = cbl.on_train_batch_end if keras_cbs or verbose else None
     history: dict[str, list[float]] = {"loss": [], "accuracy": []}
     if len(xv):
         history.update(val_loss=[], val_accuracy=[])
@@ -280,16 +286,10 @@ def fit_conv(
     cbl.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         cbl.on_epoch_begin(epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(x)) if shuffle else (
-            np.arange(len(x))
-        )
-        def on_batch(step, logs):
-            cbl.on_train_batch_end(step, logs)
-
+        order = permutation(seed, epoch, len(x)) if shuffle else np.arange(len(x))
+        drop_key = int(np.random.default_rng([seed, epoch, 1]).integers(2**62))
         with K.blas_single():
-            key = int(np.random.default_rng([seed, epoch, 1]).integers(2**62))
-            loss, correct, _ = trainer.epoch(x, scale, y, order, key,
-                                             on_batch if keras_cbs or verbose else None)
+            loss, correct, _ = trainer.epoch(x, scale, y, order, drop_key, on_batch)
         logs = {"loss": loss / len(x), "accuracy": correct / len(x)}
         if len(xv):
             p = conv_forward(plan, xv, threads)

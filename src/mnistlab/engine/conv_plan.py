@@ -280,6 +280,21 @@ def _same_pixels(target, cur) -> bool:
     return target == cur or (cur[2] == 1 and target == cur[:2])
 
 
+def _input_shape(model) -> tuple[int, int, int]:
+    """The model's ``(H, W, C)`` input (an ``(H, W)`` input has one channel)."""
+    if not model.built or not getattr(model, "inputs", None):
+        raise ModelError(
+            "the conv engine needs a built model with a known input shape; start it with "
+            "keras.Input(shape=(H, W, C))"
+        )
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 or None in shape:
+        raise ModelError(f"the conv engine needs an (H, W, C) image input; received {shape}")
+    return tuple(int(d) for d in shape)
+
+
 def read_plan(model) -> ConvPlan:
     """Read a built Keras convnet into a ``ConvPlan`` (its current weights copied in).
 
@@ -296,17 +311,7 @@ def read_plan(model) -> ConvPlan:
 
     from mnistlab.engine import conv_kernels as K
 
-    if not model.built or not getattr(model, "inputs", None):
-        raise ModelError(
-            "the conv engine needs a built model with a known input shape; start it with "
-            "keras.Input(shape=(H, W, C))"
-        )
-    shape = tuple(model.inputs[0].shape[1:])
-    if len(shape) == 2:
-        shape = (*shape, 1)
-    if len(shape) != 3 or None in shape:
-        raise ModelError(f"the conv engine needs an (H, W, C) image input; received {shape}")
-    input_shape = cur = tuple(int(d) for d in shape)
+    input_shape = cur = _input_shape(model)
     specs: list[Spec] = []
     rate = 0.0
     readers = {
