@@ -11,24 +11,36 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# The compiled engine's own dependencies (numpy, numba, threadpoolctl, as pyproject.toml pins them)
+# and mnistlab itself go in first, so that numba can compile the kernels (engine/warm.py: ~25 s
+# for the MLP loop, ~75 s more for the convnet engine, one core, low priority) while pip installs
+# the rest: the first `mnistlab train` then finds the compiled loop ready.
+ENGINE_DEPS = $(BIN)/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(' '.join(repr(d) for d in deps if d.split('>')[0] in ('numpy', 'numba', 'threadpoolctl')))"
+
+$(VENV)/.installed-engine: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $$($(ENGINE_DEPS))
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-run: pyproject.toml | $(VENV)/.installed-engine
 	$(BIN)/pip install --quiet -e '.[sample,diagram]'
 	touch $@
 
-# numba compiles the training loop once per machine (~25 s): in the background for `make run`
-# (training starts at once on the loop's numpy copy and switches when it is ready), in the
-# foreground for `make test` (the tests assert which code trained).
-warm-background: $(VENV)/.installed-run
-	(nohup $(BIN)/python -m mnistlab.engine.warm >/dev/null 2>&1 &)
-
-warm: $(VENV)/.installed-dev
-	$(BIN)/python -m mnistlab.engine.warm
-
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/.installed-engine
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
-run: warm-background
+# Compiling in the background: `make run` trains at once (on the loop's numpy copy if the compiled
+# loop is not ready yet, switching when it is: the same bits); `make test` waits for it before
+# the tests (they assert which code trained): `warm` takes the compile lock, so it waits for the
+# background process, then finds every kernel cached.
+warm-background: $(VENV)/.installed-engine
+	(nohup $(BIN)/python -m mnistlab.engine.warm >/dev/null 2>&1 &)
+
+warm: warm-background $(VENV)/.installed-dev
+	$(BIN)/python -m mnistlab.engine.warm
+
+run: warm-background $(VENV)/.installed-run
 	$(BIN)/mnistlab train --preset tutorial --dataset mnist --fallback mnist_sample --fallback digits
 	@echo ""
 	@echo "Next: put mnistlab on your PATH with 'source $(VENV)/bin/activate' (or call $(BIN)/mnistlab), then try"

@@ -179,7 +179,15 @@ def main() -> None:
         return
     with open(lock, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # waits for another compilation to finish
-        compile_all()
+        if not _all_cached():
+            compile_all()
+
+
+def _all_cached() -> bool:
+    """Is every kernel marked compiled from its file's current text (nothing to do)?"""
+    from mnistlab.engine import conv_kernels, kernels
+
+    return kernels.compiled_before() and conv_kernels.compiled_before()
 
 
 if __name__ == "__main__":
