@@ -53,6 +53,17 @@ def test_every_command_has_help(name):
     assert res.exit_code == 0 and "Usage:" in res.output
 
 
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_preset_help_names_every_preset(command):
+    from mnistlab.config import PRESETS
+
+    res = CliRunner().invoke(cli, [command, "--help"])
+    text = " ".join(res.output.split())
+    start = text.index("--preset")
+    listed = text[start : text.index(" --", start + 1)]
+    assert [p for p in PRESETS if p not in listed] == []
+
+
 def test_usage_error_exit_code_2():
     res = CliRunner().invoke(cli, ["train", "--epochs", "many"])
     assert res.exit_code == 2 and "Invalid value" in res.output

@@ -20,7 +20,8 @@ def _fell_back(name: str, error: Exception, next_name: str) -> None:
 
 
 @click.command("train")
-@click.option("--preset", help="Preset: tutorial (default), quick, adam.")
+@click.option("--preset", help="Preset: tutorial (default), quick, adam, cnn (the keras-io "
+              "convnet), best (the most accurate convnet in 10 minutes).")
 @click.option("--config", "config_file", type=click.Path(), help="TOML config file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set train.epochs=3 (repeatable).")
@@ -46,7 +47,8 @@ def _fell_back(name: str, error: Exception, next_name: str) -> None:
 def train_cmd(preset, config_file, overrides, dataset, data_path, epochs, batch_size, seed, loop,
               devices, out, fallback, report, quiet, resume, coordinator, num_processes,
               process_id):
-    """Train the tutorial's MLP and write a run directory (runs/<time>-<preset>-<data>-seed<N>).
+    """Train a model (the tutorial's MLP unless a preset or config says otherwise) and write a run
+    directory (runs/<time>-<preset>-<data>-seed<N>).
 
     Ctrl-C or SIGTERM stops at the end of the current epoch after saving a checkpoint;
     `mnistlab train --resume RUN` finishes the run with the same result as an uninterrupted one.

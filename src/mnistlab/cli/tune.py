@@ -21,7 +21,7 @@ def _event(event: dict) -> None:
 
 
 @click.command("tune")
-@click.option("--preset", help="Base configuration: tutorial (default), quick, adam, ...")
+@click.option("--preset", help="Base configuration: tutorial (default), quick, adam, cnn, best.")
 @click.option("--space", "space", type=click.Path(), help="Search space TOML (default: the MLP space).")
 @click.option("--trials", type=int, default=60, show_default=True,
               help="Stop when the study holds N trials (running again continues up to N).")
