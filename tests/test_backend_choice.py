@@ -57,8 +57,10 @@ def test_only_convnets_keras_fit_trains_ask_for_tensorflow():
                      'train.optimizer="rmsprop"', 'train.precision="mixed_bfloat16"'):
         cfg = load_config("cnn", overrides=[override])
         assert not trains_conv(cfg) and keras_kind(cfg) == "cnn", override
-    best = load_config("best")  # batch normalisation
-    assert not trains_conv(best) and keras_kind(best) == "cnn"
+    normed = load_config("cnn", overrides=["model.conv=[{filters=8, batch_norm=true}]"])
+    assert not trains_conv(normed) and keras_kind(normed) == "cnn"  # batch normalisation
+    best = load_config("best")
+    assert trains_conv(best) and keras_kind(best) == "mlp"
     assert trains_conv(load_config("cnn", overrides=["augment.shift=0.1"]))
     assert trains_conv(load_config("cnn", overrides=['train.schedule="cosine"']))
     assert trains_conv(load_config("cnn", overrides=["train.label_smoothing=0.1"]))

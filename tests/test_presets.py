@@ -38,10 +38,10 @@ def test_run_label_names_what_differs_from_the_preset(tmp_path):
     assert "-quick_epochs_1_batch_size_64-digits-seed111" in run.path.name
 
 
-@pytest.mark.slow  # about a minute on 2 cores (TensorFlow), several on JAX
+@pytest.mark.slow  # about a minute on 2 cores (the conv engine)
 def test_best_preset_reaches_97_percent_on_mnist_sample(tmp_path):
     """The issue's bar for the best preset on the 5,000 real MNIST digits: >= 0.97 test accuracy.
-    Run as a user runs it (a fresh process: the convnet trains on TensorFlow when installed)."""
+    Run as a user runs it (a fresh process, the backend mnistlab picks)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("KERAS_BACKEND", "MNISTLAB_DEFAULT_BACKEND")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
