@@ -230,7 +230,7 @@ def _compiled(K) -> None:
 
         # a warning, so that it shows without any logging set up: the user waits for it
         log.warning("mnistlab: compiling the convnet training code for this machine (once, "
-                    "about a minute; kept in %s)", K.numba.config.CACHE_DIR)
+                    "about 75 s; kept in %s)", K.numba.config.CACHE_DIR)
         warm.compile_conv_once()
 
 
