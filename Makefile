@@ -15,7 +15,7 @@ $(BIN)/python:
 # and mnistlab itself go in first, so that numba can compile the kernels (engine/warm.py: ~25 s
 # for the MLP loop, ~75 s more for the convnet engine, one core, low priority) while pip installs
 # the rest: the first `mnistlab train` then finds the compiled loop ready.
-ENGINE_DEPS = $(BIN)/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(' '.join(d for d in deps if d.split('>')[0] in ('numpy', 'numba', 'threadpoolctl')))"
+ENGINE_DEPS = $(BIN)/python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(' '.join(d for d in deps if re.split('[^A-Za-z0-9_.-]', d)[0] in ('numpy', 'numba', 'threadpoolctl')))"
 
 $(VENV)/.installed-engine: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $$($(ENGINE_DEPS))
