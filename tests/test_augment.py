@@ -13,12 +13,13 @@ from mnistlab.runs import load_run
 from mnistlab.training import compare_weights, train
 
 IMAGES = np.random.default_rng(0).random((40, 12, 10), dtype=np.float32)
-ON = AugmentConfig(shift=0.1, rotation=15, zoom=0.1, flip=True)
+ON = AugmentConfig(shift=0.1, rotation=15, zoom=0.1, flip=True, erase=0.5)
 
 
 def _still(n, **change):
     t = {"angle": np.zeros(n, np.float32), "scale": np.ones(n, np.float32),
-         "dx": np.zeros(n, np.float32), "dy": np.zeros(n, np.float32), "flip": np.zeros(n, bool)}
+         "dx": np.zeros(n, np.float32), "dy": np.zeros(n, np.float32), "flip": np.zeros(n, bool),
+         "erase": np.zeros((n, 4), np.float32)}
     for k, v in change.items():
         t[k][:] = v
     return t
@@ -32,6 +33,31 @@ def test_identity_flip_and_whole_pixel_shifts_are_exact():
     assert np.array_equal(right[:, :, 2:], IMAGES[:, :, :-2]) and not right[:, :, :2].any()
     down = transform(IMAGES, _still(n, dy=1 / 12))
     assert np.array_equal(down[:, 1:], IMAGES[:, :-1]) and not down[:, 0].any()
+
+
+def test_erasing_blanks_exactly_its_rectangle():
+    n = len(IMAGES)  # 12 rows, 10 columns
+    t = _still(n, dx=1 / 10)
+    t["erase"][0] = [0.25, 0.5, 0.5, 0.3]  # rows 3-8, columns 5-7
+    t["erase"][1] = [0.0, 0.0, 0.01, 0.01]  # too small to round: still one pixel
+    out, shifted = transform(IMAGES, t), transform(IMAGES, _still(n, dx=1 / 10))
+    assert not out[0, 3:9, 5:8].any() and out[0, 3:9, 5:8].size == 18
+    blanked = np.zeros(out.shape, bool)
+    blanked[0, 3:9, 5:8] = blanked[1, 0, 0] = True
+    assert np.array_equal(out[~blanked], shifted[~blanked]) and not out[1, 0, 0]
+
+
+def test_erasing_draws_apart_from_the_other_transforms():
+    plain, erased = draw(AugmentConfig(shift=0.1), 4000, 7, 0), draw(ON, 4000, 7, 0)
+    assert np.array_equal(plain["dx"], erased["dx"]) and not plain["erase"].any()
+    box = erased["erase"]
+    drawn = box[:, 2] > 0
+    assert 0.45 < drawn.mean() < 0.55
+    area = box[drawn, 2] * box[drawn, 3]
+    assert area.min() >= 0.019 and area.max() <= 0.251
+    assert np.all(box[:, 0] + box[:, 2] <= 1 + 1e-6) and np.all(box[:, 1] + box[:, 3] <= 1 + 1e-6)
+    every = draw(AugmentConfig(erase=1.0), 100, 7, 0)["erase"]
+    assert np.all(every[:, 2] > 0)
 
 
 def test_rotation_by_a_quarter_turn_and_zoom_keep_the_centre():
@@ -65,6 +91,7 @@ def _cfg(kind):
     extra = ['model.conv=[{filters=4, padding="same", batch_norm=true}]'] if kind == "cnn" else []
     return load_config(kind, data__dataset="digits", overrides=[
         *extra, "train.epochs=3", "augment.shift=0.1", "augment.rotation=10", "augment.zoom=0.1",
+        "augment.erase=0.5",
         "train.schedule=\"cosine\"", "train.label_smoothing=0.1"])
 
 
@@ -90,3 +117,4 @@ def test_resume_with_augmentation_is_bit_identical(tmp_path, kind):
         html = (whole.path / "report.html").read_text()
         assert (whole.path / "augmented.png").is_file()
         assert "augmented on the fly" in html and "rotations up to 10°" in html
+        assert "a random rectangle blanked in 50% of the images" in html

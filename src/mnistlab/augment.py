@@ -1,10 +1,12 @@
-"""On-the-fly, seeded image augmentation: small shifts, rotations, zoom and horizontal flips.
+"""On-the-fly, seeded image augmentation: small shifts, rotations, zoom, horizontal flips and
+random erasing.
 
 Every epoch draws one random transform per training image from ``(seed, epoch)`` alone, so a run
 that is interrupted and resumed sees exactly the images an uninterrupted one sees, and two runs
 with the same seed see the same ones. The transform maps each output pixel back into the source
 image (rotation about the centre, zoom, shift, then an optional mirror) and reads it with bilinear
-interpolation; outside the source is black (0), like the data's own background.
+interpolation; outside the source is black (0), like the data's own background. Random erasing
+(Zhong et al., 2017) then blanks one rectangle of the result to black.
 
 Only the training set is augmented; validation, test and prediction see the images as they are.
 """
@@ -20,7 +22,9 @@ from mnistlab.config import AugmentConfig
 
 def draw(cfg: AugmentConfig, n: int, seed: int, epoch: int) -> dict[str, np.ndarray]:
     """The random transform of each of ``n`` images in ``epoch``: float32 ``angle`` (radians),
-    ``scale``, ``dx``/``dy`` (fractions of the width/height) and bool ``flip``."""
+    ``scale``, ``dx``/``dy`` (fractions of the width/height), bool ``flip`` and float32 ``erase``
+    ``(n, 4)``: the blanked rectangle's top, left, height and width as fractions of the image
+    (height 0: nothing blanked)."""
     rng = np.random.default_rng([seed, epoch, 2])
     u = rng.uniform(-1.0, 1.0, size=(4, n)).astype(np.float32)  # always the same draws
     flip = rng.random(n) < 0.5
@@ -30,7 +34,26 @@ def draw(cfg: AugmentConfig, n: int, seed: int, epoch: int) -> dict[str, np.ndar
         "dx": np.float32(cfg.shift) * u[2],
         "dy": np.float32(cfg.shift) * u[3],
         "flip": flip & cfg.flip,
+        "erase": _draw_erase(cfg.erase, n, seed, epoch),
     }
+
+
+def _draw_erase(share: float, n: int, seed: int, epoch: int) -> np.ndarray:
+    """Random erasing's rectangles: 2-25 % of the area, aspect ratio 0.3-3.3, anywhere inside
+    the image, in ``share`` of the images (their own stream, so the other draws stay as they
+    were before erasing existed)."""
+    boxes = np.zeros((n, 4), np.float32)
+    if not share:
+        return boxes
+    rng = np.random.default_rng([seed, epoch, 3])
+    area = rng.uniform(0.02, 0.25, n)
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3), n))
+    height = np.minimum(np.sqrt(area * aspect), 1.0)
+    width = np.minimum(np.sqrt(area / aspect), 1.0)
+    top, left = rng.random(n) * (1 - height), rng.random(n) * (1 - width)
+    chosen = rng.random(n) < share
+    boxes[chosen] = np.stack([top, left, height, width], axis=1)[chosen]
+    return boxes
 
 
 def transform(images: np.ndarray, t: dict[str, np.ndarray]) -> np.ndarray:
@@ -49,8 +72,18 @@ def transform(images: np.ndarray, t: dict[str, np.ndarray]) -> np.ndarray:
     cos = (np.cos(t["angle"]) / t["scale"]).astype(np.float32)
     sin = (np.sin(t["angle"]) / t["scale"]).astype(np.float32)
     _warp()(images, cos, sin, t["dx"].astype(np.float32), t["dy"].astype(np.float32),
-            t["flip"].astype(np.bool_), scale, out)
+            t["flip"].astype(np.bool_), scale, _pixel_boxes(t["erase"], *images.shape[1:]), out)
     return out
+
+
+def _pixel_boxes(erase: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``erase``'s fractions as int64 pixel rows/columns ``(n, 4)``: top, bottom, left, right
+    (end exclusive; at least one pixel each way where a rectangle was drawn)."""
+    top, left = np.floor(erase[:, 0] * h), np.floor(erase[:, 1] * w)
+    drawn = erase[:, 2] > 0
+    rows = np.where(drawn, np.maximum(np.rint(erase[:, 2] * h), 1), 0)
+    cols = np.where(drawn, np.maximum(np.rint(erase[:, 3] * w), 1), 0)
+    return np.stack([top, top + rows, left, left + cols], axis=1).astype(np.int64)
 
 
 @functools.cache
@@ -61,7 +94,7 @@ def _warp():
     return numba.njit(cache=True, nogil=True)(_warp_python)
 
 
-def _warp_python(images, cos, sin, dx, dy, flip, scale, out):
+def _warp_python(images, cos, sin, dx, dy, flip, scale, boxes, out):
     n, h, w = images.shape
     cy, cx = np.float32((h - 1) / 2), np.float32((w - 1) / 2)
     one = np.float32(1)
@@ -69,6 +102,9 @@ def _warp_python(images, cos, sin, dx, dy, flip, scale, out):
         for r in range(h):
             v = np.float32(r) - cy - dy[i] * np.float32(h)
             for c in range(w):
+                if boxes[i, 0] <= r < boxes[i, 1] and boxes[i, 2] <= c < boxes[i, 3]:
+                    out[i, r, c] = 0
+                    continue
                 u = np.float32(c) - cx - dx[i] * np.float32(w)
                 sx = cos[i] * u + sin[i] * v + cx
                 sy = cos[i] * v - sin[i] * u + cy

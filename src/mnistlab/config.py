@@ -119,10 +119,12 @@ class AugmentConfig(_Section):
     rotation: float = Field(0.0, ge=0.0, le=180.0, description="largest rotation in degrees")
     zoom: float = Field(0.0, ge=0.0, le=0.5, description="largest zoom in or out, as a fraction")
     flip: bool = Field(False, description="mirror half the images left-right (clothes, not digits)")
+    erase: float = Field(0.0, ge=0.0, le=1.0, description="share of images with a random rectangle "
+                         "(2-25 % of the area) blanked to black: random erasing")
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotation or self.zoom or self.flip)
+        return bool(self.shift or self.rotation or self.zoom or self.flip or self.erase)
 
 
 class ReportConfig(_Section):

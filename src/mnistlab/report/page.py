@@ -124,6 +124,8 @@ def _augment_text(aug) -> str:
         parts.append(f"zoom ±{aug.zoom:.0%}")
     if aug.flip:
         parts.append("left-right flips of half the images")
+    if aug.erase:
+        parts.append(f"a random rectangle blanked in {aug.erase:.0%} of the images")
     return ", ".join(parts)
 
 
