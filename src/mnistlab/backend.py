@@ -73,8 +73,16 @@ def choose(kind: str = "mlp", *, needs_jax: bool = False, recorded: str | None =
     return active
 
 
+def active() -> str | None:
+    """The backend Keras runs on in this process: Keras' own once imported, else the one it will
+    load (``KERAS_BACKEND``, which ``choose`` sets)."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND")
+
+
 @contextlib.contextmanager
-def without_tensorflow():
+def without_tensorflow(load_keras: bool = True):
     """On the JAX backend, keep Keras from importing TensorFlow just to save or load a model.
 
     When (de)serialising, Keras asks whether TensorFlow is available (to recognise TF shapes and
@@ -82,9 +90,13 @@ def without_tensorflow():
     never touches TensorFlow. A ``None`` entry in ``sys.modules`` (Python's documented way to
     block an import) makes Keras see what it sees on an install without TensorFlow. The block is
     lifted afterwards, so later code in the process can still import TensorFlow itself.
+
+    ``load_keras``: import Keras first (``import_keras``); False leaves that to the caller (a
+    thread that imports it meanwhile).
     """
-    keras = import_keras()
-    if keras.backend.backend() != "jax" or "tensorflow" in sys.modules:
+    if load_keras:
+        import_keras()
+    if active() != "jax" or "tensorflow" in sys.modules:
         yield
         return
     sys.modules["tensorflow"] = None

@@ -30,10 +30,17 @@ def save_checkpoint(run_dir: Path, model, epochs_done: int, rows: list[dict]) ->
         epochs_done: number of completed epochs.
         rows: history rows (dicts with ``HISTORY_KEYS``).
     """
-    arrays = {f"model_{i}": np.asarray(v.value) for i, v in enumerate(model.variables)}
-    arrays.update(
-        {f"opt_{i}": np.asarray(v.value) for i, v in enumerate(model.optimizer.variables)}
-    )
+    save_checkpoint_arrays(run_dir, [np.asarray(v.value) for v in model.variables],
+                           [np.asarray(v.value) for v in model.optimizer.variables], epochs_done,
+                           rows)
+
+
+def save_checkpoint_arrays(run_dir: Path, model_values: list, optimizer_values: list,
+                           epochs_done: int, rows: list[dict]) -> None:
+    """``save_checkpoint`` from the values themselves, in the order of ``model.variables`` and
+    ``model.optimizer.variables`` (for training that has no Keras model yet)."""
+    arrays = {f"model_{i}": v for i, v in enumerate(model_values)}
+    arrays.update({f"opt_{i}": v for i, v in enumerate(optimizer_values)})
     arrays["epochs_done"] = np.int64(epochs_done)
     arrays["history"] = np.array(
         [[r[k] for k in HISTORY_KEYS] for r in rows], dtype=np.float64

@@ -31,6 +31,7 @@ from mnistlab.engine import fit_fast
 from mnistlab.epochs import conv_epoch, fit_epoch, keras_kind, trains_conv, trains_fast
 from mnistlab.errors import TrainingError, TrainingInterrupted
 from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.headstart import HeadStart, starts_without_keras
 from mnistlab.health import check_learning
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runlock import RunGuard
@@ -125,7 +126,9 @@ class _EpochEnd:
     """What happens after every epoch, whichever loop trained it.
 
     Checks the loss is finite, records history.csv, writes the checkpoint, updates the manifest,
-    reports progress, and says whether to stop (early stopping or a stop signal).
+    reports progress, and says whether to stop (early stopping or a stop signal). ``model`` is
+    the compiled Keras model, or a ``HeadStart`` training without one (checkpoints from its
+    arrays).
     """
 
     def __init__(self, run: Run, model, config: Config, rows: list[dict], progress,
@@ -146,7 +149,7 @@ class _EpochEnd:
                             "first_epoch_after_train_call_s": self.t0 - self.called}
 
     def __call__(self, epoch: int, logs: dict) -> bool:
-        from mnistlab.checkpoint import save_checkpoint
+        from mnistlab.checkpoint import save_checkpoint, save_checkpoint_arrays
 
         logs = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         if not all(math.isfinite(v) for v in logs.values()):
@@ -159,7 +162,11 @@ class _EpochEnd:
         now = time.perf_counter()
         self.rows.append({"epoch": epoch + 1, **logs, "seconds": round(now - self.t0, 4)})
         self.t0 = now
-        save_checkpoint(self.run.path, self.model, epoch + 1, self.rows)
+        if isinstance(self.model, HeadStart):  # no Keras model yet: its arrays
+            save_checkpoint_arrays(self.run.path, *self.model.checkpoint_values(), epoch + 1,
+                                   self.rows)
+        else:
+            save_checkpoint(self.run.path, self.model, epoch + 1, self.rows)
         write_text(self.run.file("history.csv"), history_csv(self.rows), durable=False)
         self.run.update(epochs_done=epoch + 1, durable=False)
         if self.progress:
@@ -197,7 +204,7 @@ def _save_model_files(run: Run, model) -> dict:
 
 def _start_run(config: Config, ds: Dataset, out, command, guard: RunGuard | None = None) -> Run:
     """Create the run directory and write what is known before training starts."""
-    import keras
+    from mnistlab.backend import active
 
     train_idx, val_idx = split_train_val(ds.y_train, config.data.val_fraction, config.seed,
                                          config.data.stratify)
@@ -209,7 +216,7 @@ def _start_run(config: Config, ds: Dataset, out, command, guard: RunGuard | None
         mnistlab_version=_versions().get("mnistlab", "?"), status="running", pid=os.getpid(),
         command=list(command if command is not None else sys.argv), seed=config.seed,
         preset=config.preset, dataset=_dataset_record(ds, len(train_idx), len(val_idx)),
-        split_file="split.npz", versions=_versions(), backend=keras.backend.backend(),
+        split_file="split.npz", versions=_versions(), backend=active(),
         platform=platform.platform(), started=utc_now(), finished=None, duration_s=None,
         epochs_planned=config.train.epochs, epochs_done=0, files={},
     )
@@ -297,7 +304,9 @@ def train(
     else:
         needs_jax = job is not None or (config is not None and config.train.devices != "1")
         choose(keras_kind(config) if config else "mlp", needs_jax=needs_jax, recorded=backend)
-    with without_tensorflow(), RunGuard() as guard, contextlib.ExitStack() as stack:
+    head = resume is None and job is None and config is not None and starts_without_keras(config)
+    with (without_tensorflow(load_keras=not head), RunGuard() as guard,
+          contextlib.ExitStack() as stack):
         scratch = None
         if job is not None:
             from mnistlab.cluster import join
@@ -308,7 +317,7 @@ def train(
                 out, report = scratch, False
         return _train(config, dataset=dataset, out=out, command=command, progress=progress,
                       report=report, resume=resume, guard=guard, job=job, scratch=scratch,
-                      called=called)
+                      called=called, head=head)
 
 
 def _recorded_backend(run_dir) -> str | None:
@@ -378,7 +387,7 @@ def _open(config, *, dataset, out, command, resume, guard, job, scratch):
 
 
 def _train(config, *, dataset, out, command, progress, report, resume, guard, job, scratch,
-           called) -> Run:
+           called, head=False) -> Run:
     from mnistlab.checkpoint import load_checkpoint
     from mnistlab.model import build_model, compile_model, to_input
 
@@ -398,28 +407,39 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
     if parallel:  # before the model is built, so its variables live on every device
         (x, y), (xv, yv) = parallel.start(run, (x, y), (xv, yv))
-    model = build_model(config.model, ds.image_shape, c, seed=config.seed,
-                        precision=config.train.precision)
-    compile_model(model, config.train, math.ceil(len(x) / config.train.batch_size))
+    steps = math.ceil(len(x) / config.train.batch_size)
     rows: list[dict] = []
     start_epoch = 0
-    if resume is not None:
-        start_epoch, rows = load_checkpoint(run.path, model)
-        run.update(status="running", pid=os.getpid(), resumed_at=utc_now(),
-                   resumed_from_epoch=start_epoch)
+    head_start = None
+    if head:  # Keras loads on a thread while the first epochs train (mnistlab.headstart)
+        model = head_start = HeadStart(config, ds.image_shape, c, steps)
+        run.update(params=head_start.params)
     else:
-        run.update(params=int(model.count_params()))
+        model = build_model(config.model, ds.image_shape, c, seed=config.seed,
+                            precision=config.train.precision)
+        compile_model(model, config.train, steps)
+        if resume is not None:
+            start_epoch, rows = load_checkpoint(run.path, model)
+            run.update(status="running", pid=os.getpid(), resumed_at=utc_now(),
+                       resumed_from_epoch=start_epoch)
+        else:
+            run.update(params=int(model.count_params()))
 
     try:
         with _StopSignal() as stop:
             on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop, called)
             try:
-                engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch, on_epoch_end,
-                                     parallel)
+                if head_start:
+                    engine = head_start.fit(x, y, xv, yv, on_epoch_end)
+                else:
+                    engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch,
+                                         on_epoch_end, parallel)
                 if engine:  # which fast path and threads trained it
                     run.update(engine=engine)
             except KeyboardInterrupt:
                 stop.received = stop.received or "SIGINT"
+            if head_start:  # the Keras model, holding the trained weights
+                model = head_start.model()
             if stop.received:
                 run.update(status="interrupted", interrupted_by=stop.received, finished=None)
                 raise TrainingInterrupted(
@@ -430,6 +450,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     finally:
         if parallel:  # evaluate and save on one device, as any later process loads it
             parallel.stop()
+        if head_start:  # its thread changes sys.modules while it imports Keras
+            head_start.wait()
     t0 = time.perf_counter()
     _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)
     timings = {**on_epoch_end.timings, "finish_s": time.perf_counter() - t0}

@@ -37,7 +37,9 @@ the model's own business (build it after ``keras.utils.set_random_seed``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,26 +127,84 @@ def fit_fast(
     _check_choice(path, threads)
     plan = training_plan(model)
     x, y, xv, yv = _data(plan, x_train, y_train, x_val, y_val)
+    _check_epochs(batch_size, epochs, initial_epoch)
+    optimizer.build(model.trainable_variables)
+    sgd = _sgd_supported(plan, optimizer)
+    loop, blas_limit, chosen = _make_loop(plan, optimizer, sgd, batch_size, x, y, len(xv), path,
+                                          threads)
+    xv = _floats(xv)  # validated every epoch: scaled once (4 ms an epoch on full size)
+    history = _train(model, loop, blas_limit, (x, y, xv, yv), seed=seed, shuffle=shuffle,
+                     epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                     verbose=verbose, steps=math.ceil(len(x) / batch_size))
+    history.engine = _engine_record(loop, chosen, threads)
+    return history
+
+
+@dataclass(frozen=True)
+class SgdSettings:
+    """Keras SGD's hyper-parameters, for ``fit_plan`` (no Keras optimizer needed): the values a
+    ``keras.optimizers.SGD`` holds (its learning rate is a float32 variable)."""
+
+    learning_rate: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    momentums: tuple = ()  # the momentum slots, as SgdLoop reads them (fit_plan: zeros)
+
+
+class PlanFit:
+    """``fit_fast`` for a plan of numpy arrays and plain SGD, without Keras: the compiled loop (or
+    the numpy one where numba is missing), the same bits as ``fit_fast`` on a Keras model holding
+    the same weights. Call ``epoch(e)`` for e = 0, 1, ...; between calls ``loop.w`` / ``loop.b``
+    hold the weights, ``steps`` the optimizer steps so far, and ``loop.write_back(steps)``
+    copies them into Keras variables once ``loop.vars`` and ``loop.optimizer`` are a model's.
+    """
+
+    def __init__(self, plan: list[Dense], sgd: SgdSettings, x_train, y_train, x_val, y_val, *,
+                 batch_size: int, seed: int, shuffle: bool = True, threads: int | None = None):
+        _check_choice("auto", threads)
+        x, y, xv, yv = _data(plan, x_train, y_train, x_val, y_val)
+        _check_epochs(batch_size, 0, 0)
+        if sgd.momentum:  # Keras' momentum slots start at zero
+            zeros = tuple(np.zeros(v.shape, np.float32) for d in plan for v in (d.kernel, d.bias))
+            sgd = dataclasses.replace(sgd, momentums=zeros)
+        self.loop, self._limit, chosen = _make_loop(plan, sgd, True, batch_size, x, y, len(xv),
+                                                    "auto", threads)
+        self._data, self._seed, self._shuffle = (x, y, _floats(xv), yv), seed, shuffle
+        self.steps = 0
+        self._record = lambda: _engine_record(self.loop, chosen, threads)
+
+    def epoch(self, epoch: int) -> dict:
+        """Train epoch ``epoch`` (in its seeded order) and validate; return its logs."""
+        logs, done = _shuffled_epoch(self.loop, self._limit, self._data, self._seed, epoch,
+                                     self._shuffle)
+        self.steps += done
+        return logs
+
+    @property
+    def engine(self) -> dict:
+        """Which path and threads trained (``History.engine``)."""
+        return self._record()
+
+
+def _check_epochs(batch_size: int, epochs: int, initial_epoch: int) -> None:
     if batch_size < 1 or epochs < initial_epoch or initial_epoch < 0:
         raise ModelError(
             f"need batch_size >= 1 and 0 <= initial_epoch <= epochs; received "
             f"batch_size={batch_size}, initial_epoch={initial_epoch}, epochs={epochs}"
         )
-    optimizer.build(model.trainable_variables)
-    loop, blas_limit, chosen = _make_loop(plan, optimizer, batch_size, x, y, len(xv), path, threads)
-    xv = _floats(xv)  # validated every epoch: scaled once (4 ms an epoch on full size)
-    history = _train(model, loop, blas_limit, (x, y, xv, yv), seed=seed, shuffle=shuffle,
-                     epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                     verbose=verbose, steps=math.ceil(len(x) / batch_size))
-    history.engine = {"path": chosen, "threads": threads,
-                      "threads_used": list(loop.used) if isinstance(loop, SgdLoop) else None}
+
+
+def _engine_record(loop, chosen: str, threads) -> dict:
+    """Which path and threads trained: ``History.engine``."""
+    engine = {"path": chosen, "threads": threads,
+              "threads_used": list(loop.used) if isinstance(loop, SgdLoop) else None}
     if getattr(loop, "replica_epochs", 0):  # trained on numpy while the kernels compiled
-        history.engine["replica_epochs"] = loop.replica_epochs
+        engine["replica_epochs"] = loop.replica_epochs
     if chosen == "compiled":
         from mnistlab.engine.kernels import NUMERICS
 
-        history.engine["numerics"] = NUMERICS
-    return history
+        engine["numerics"] = NUMERICS
+    return engine
 
 
 def _check_choice(path: str, threads) -> None:
@@ -155,10 +215,10 @@ def _check_choice(path: str, threads) -> None:
 
 
 # --------------------------------------------------------------------------- choosing the loop
-def _make_loop(plan, optimizer, batch_size: int, x, y, n_val: int, path: str, threads):
+def _make_loop(plan, optimizer, sgd: bool, batch_size: int, x, y, n_val: int, path: str,
+               threads):
     """The loop for ``path``: ``(loop, blas_limit, chosen path)``; ``blas_limit()`` is the
-    context each epoch runs in."""
-    sgd = _sgd_supported(plan, optimizer)
+    context each epoch runs in. ``sgd``: the optimizer is plain SGD the SGD loops can run."""
     if path in ("compiled", "numpy") and not sgd:
         raise TrainingError(
             f"path={path!r} trains plain keras.optimizers.SGD (no clipping, weight decay, EMA, "
@@ -283,9 +343,7 @@ def _train(model, loop, blas_limit, data, *, seed, shuffle, epochs, initial_epoc
         keras_cbs, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs,
         steps=steps,
     )
-    history = History(loss=[], accuracy=[])
-    if len(xv):
-        history.update(val_loss=[], val_accuracy=[])
+    history = _new_history(len(xv))
     model.stop_training = False
     logs = None
     cbl.on_train_begin()
@@ -294,9 +352,7 @@ def _train(model, loop, blas_limit, data, *, seed, shuffle, epochs, initial_epoc
         for c in plain_cbs:
             if hasattr(c, "on_epoch_begin"):
                 c.on_epoch_begin(epoch)
-        order = permutation(seed, epoch, len(x)) if shuffle else np.arange(len(x))
-        with blas_limit():
-            logs, done = _epoch(loop, data, order, seed, epoch)
+        logs, done = _shuffled_epoch(loop, blas_limit, data, seed, epoch, shuffle)
         for key, value in logs.items():
             history[key].append(value)
         loop.write_back(done)
@@ -306,6 +362,21 @@ def _train(model, loop, blas_limit, data, *, seed, shuffle, epochs, initial_epoc
             break
     cbl.on_train_end(dict(logs) if logs else None)
     return history
+
+
+def _new_history(n_val: int) -> History:
+    history = History(loss=[], accuracy=[])
+    if n_val:
+        history.update(val_loss=[], val_accuracy=[])
+    return history
+
+
+def _shuffled_epoch(loop, blas_limit, data, seed: int, epoch: int, shuffle: bool):
+    """Train epoch ``epoch`` in its seeded order and validate: ``(logs, optimizer steps)``."""
+    n = len(data[0])
+    order = permutation(seed, epoch, n) if shuffle else np.arange(n)
+    with blas_limit():
+        return _epoch(loop, data, order, seed, epoch)
 
 
 def _epoch(loop, data, order, seed: int, epoch: int) -> tuple[dict, int]:

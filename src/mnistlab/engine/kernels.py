@@ -339,7 +339,7 @@ def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
         _momentum(b, g, m, mom, nesterov)
 
 
-@kernel(parallel=True)
+@kernel(parallel=True, nogil=True)
 def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
     """One epoch of SGD on two threads; ``pt``/``pred`` get each sample's true-class probability
     and predicted class (in ``order``)."""
@@ -354,7 +354,7 @@ def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, bu
             _update(t, k, cut, mom, nesterov, plain, net, buf)
 
 
-@kernel()
+@kernel(nogil=True)
 def epoch_one(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
     """``epoch_two``'s work in sequence on one thread: the same bits."""
     n = order.shape[0]

@@ -1,0 +1,129 @@
+"""Training that starts before Keras is loaded: the tutorial's MLP on the compiled SGD loop.
+
+Importing Keras (with JAX) and building the model take about a second, and until now the first
+epoch waited for both. For a new run that the SGD loops train (``starts_without_keras``), the
+initial weights come from ``engine.init`` (Keras' own, bit for bit), the loop trains them from
+numpy arrays (``engine.fit_plan``) and checkpoints are written from those arrays, while a
+background thread imports Keras and builds and compiles the model. The epoch kernels release the
+GIL, so the import runs while they train. After the last epoch the trained weights, the step
+count and any momentum go into the Keras model, which then evaluates and saves the run as always.
+A run trained this way has the same bits as one trained through ``fit_fast`` on the Keras model
+(``tests/test_headstart.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from mnistlab.backend import active
+from mnistlab.config import Config
+from mnistlab.epochs import trains_fast
+
+_SGD_ACTIVATIONS = ("relu", "tanh", "sigmoid")  # the config's that the SGD loops train
+
+
+def starts_without_keras(config: Config) -> bool:
+    """Can a new run of ``config`` train before Keras is loaded: an MLP without dropout on the
+    fast loop with plain SGD and a constant learning rate, on the JAX backend (whose initial
+    weights ``engine.init`` reproduces), one device?"""
+    t, m = config.train, config.model
+    return (trains_fast(config) and m.kind == "mlp" and not m.dropout
+            and m.activation in _SGD_ACTIVATIONS and t.optimizer == "sgd"
+            and t.schedule == "constant" and t.devices == "1" and active() == "jax")
+
+
+class HeadStart:
+    """One run's Keras-free training, and the Keras model built meanwhile.
+
+    Args:
+        config: the run's config (``starts_without_keras(config)`` holds).
+        image_shape: the images' ``(H, W)``.
+        num_classes: the softmax's width.
+        steps_per_epoch: optimizer steps per epoch (for ``compile_model``).
+    """
+
+    def __init__(self, config: Config, image_shape: tuple[int, ...], num_classes: int,
+                 steps_per_epoch: int):
+        from mnistlab.engine.init import mlp_weights
+
+        self.config = config
+        n_in = int(np.prod(image_shape))
+        self.arrays = mlp_weights(config.model.hidden, n_in, num_classes, config.seed)
+        self.fitting = None  # engine.fit.PlanFit, once training starts
+        self._model = self._error = None
+        self._thread = threading.Thread(
+            target=self._build, args=(tuple(image_shape), num_classes, steps_per_epoch),
+            name="mnistlab-keras", daemon=True)
+        self._thread.start()
+
+    def _build(self, image_shape, num_classes, steps_per_epoch) -> None:
+        try:
+            from mnistlab.backend import import_keras
+            from mnistlab.model import build_model, compile_model
+
+            import_keras()
+            model = build_model(self.config.model, image_shape, num_classes,
+                                seed=self.config.seed)
+            compile_model(model, self.config.train, steps_per_epoch)
+            model.optimizer.build(model.trainable_variables)
+            self._model = model
+        except BaseException as e:  # handed to the caller by ``model()``
+            self._error = e
+
+    @property
+    def params(self) -> int:
+        """The model's parameter count (``model.count_params()``)."""
+        return sum(a.size for a in self.arrays)
+
+    def fit(self, x, y, xv, yv, on_epoch_end) -> dict:
+        """Train every epoch, calling ``on_epoch_end.on_epoch_begin(epoch)`` and
+        ``on_epoch_end(epoch, logs)`` (True: stop) around each; return the engine record
+        (``fit_fast``'s, with ``started_without_keras``)."""
+        from mnistlab.engine.fit import PlanFit, SgdSettings
+        from mnistlab.engine.plan import Dense
+
+        m, t = self.config.model, self.config.train
+        names = [f"dense{i}" for i in range(1, len(m.hidden) + 1)] + ["output"]
+        acts = [m.activation] * (len(names) - 1) + ["softmax"]
+        plan = [Dense(name, self.arrays[2 * i], self.arrays[2 * i + 1], act, None)
+                for i, (name, act) in enumerate(zip(names, acts, strict=True))]
+        sgd = SgdSettings(float(np.float32(t.learning_rate)), t.momentum, t.nesterov)
+        self.fitting = PlanFit(plan, sgd, x, y, xv, yv, batch_size=t.batch_size,
+                               seed=self.config.seed, shuffle=t.shuffle)
+        for epoch in range(t.epochs):
+            on_epoch_end.on_epoch_begin(epoch)
+            if on_epoch_end(epoch, self.fitting.epoch(epoch)):
+                break
+        return {**self.fitting.engine, "started_without_keras": True}
+
+    def checkpoint_values(self) -> tuple[list, list]:
+        """What ``save_checkpoint`` would write from the Keras model now: the weights, then the
+        optimizer's step count, learning rate and momentums."""
+        loop = self.fitting.loop
+        weights = [a.copy() for pair in zip(loop.w, loop.b, strict=True) for a in pair]
+        opt = [np.int32(self.fitting.steps), np.float32(loop.lr)]
+        if loop.m_flat is not None:
+            sizes = np.cumsum([a.size for a in weights])[:-1]
+            opt += [m.reshape(a.shape).copy()
+                    for m, a in zip(np.split(loop.m_flat, sizes), weights, strict=True)]
+        return weights, opt
+
+    def wait(self) -> None:
+        """Wait for the Keras thread to finish (whether or not it succeeded)."""
+        self._thread.join()
+
+    def model(self):
+        """The Keras model (waiting for its thread), holding the trained weights if any epoch
+        ran. Raises what building it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        model = self._model
+        if self.fitting is not None and self.fitting.steps:
+            loop = self.fitting.loop
+            loop.vars = list(model.trainable_variables)
+            loop.optimizer = model.optimizer
+            loop.write_back(self.fitting.steps)
+        return model

@@ -1,0 +1,69 @@
+"""Runs that start training before Keras is loaded (``mnistlab.headstart``) end with the same bits
+as runs trained through ``fit_fast`` on the Keras model."""
+
+import numpy as np
+import pytest
+
+from mnistlab import training
+from mnistlab.checkpoint import FILE
+from mnistlab.config import load_config
+from mnistlab.errors import ConfigError
+from mnistlab.files import load_npz
+from mnistlab.headstart import starts_without_keras
+from mnistlab.training import compare_weights, train
+
+
+def _cfg(*overrides):
+    return load_config(overrides=["train.epochs=3", *overrides], data__dataset="digits")
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["train.momentum=0.9", "train.nesterov=true", 'model.activation="tanh"', "model.hidden=[40]"],
+    ["train.momentum=0.5", 'model.api="functional"', "train.shuffle=false"],
+], ids=["tutorial", "nesterov-tanh", "momentum-functional"])
+def test_same_bits_as_training_the_keras_model(tmp_path, monkeypatch, overrides):
+    cfg = _cfg(*overrides)
+    assert starts_without_keras(cfg)
+    head = train(cfg, out=tmp_path / "head", report=False)
+    monkeypatch.setattr(training, "starts_without_keras", lambda config: False)
+    keras_run = train(cfg, out=tmp_path / "keras", report=False)
+
+    assert head.manifest["engine"]["started_without_keras"] is True
+    assert "started_without_keras" not in keras_run.manifest["engine"]
+    assert compare_weights(head.load_model(), keras_run.load_model())
+    assert head.metrics["test_loss"] == keras_run.metrics["test_loss"]
+    assert head.manifest["params"] == keras_run.manifest["params"]
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in head.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in keras_run.history]
+    # The checkpoints hold the same arrays (weights, step count, learning rate, momentums; the
+    # history's seconds aside): resume reads either.
+    a, b = load_npz(head.path / FILE), load_npz(keras_run.path / FILE)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if key == "history":
+            np.testing.assert_array_equal(a[key][:, :-1], b[key][:, :-1])
+        else:
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+    n_train = len(load_npz(head.path / "split.npz")["train_idx"])
+    assert int(a["opt_0"]) == 3 * -(-n_train // 128)  # the step count after 3 epochs
+
+
+def test_what_starts_without_keras():
+    assert starts_without_keras(_cfg())
+    for other in (["model.dropout=0.2"], ['train.optimizer="adam"'], ['train.schedule="cosine"'],
+                  ["augment.shift=0.1"], ['model.kind="cnn"'], ['train.loop="fit"'],
+                  ['model.activation="gelu"'], ["train.label_smoothing=0.1"]):
+        assert not starts_without_keras(_cfg(*other)), other
+
+
+def test_an_error_building_the_keras_model_reaches_the_caller(tmp_path, monkeypatch):
+    import mnistlab.model
+
+    def broken(*args, **kwargs):
+        raise ConfigError("no model today; fix the config")
+
+    monkeypatch.setattr(mnistlab.model, "build_model", broken)
+    with pytest.raises(ConfigError, match="no model today"):
+        train(_cfg(), out=tmp_path, report=False)
