@@ -56,7 +56,6 @@ class HeadStart:
         self._thread = threading.Thread(
             target=self._build, args=(tuple(image_shape), num_classes, steps_per_epoch),
             name="mnistlab-keras", daemon=True)
-        self._thread.start()
 
     def _build(self, image_shape, num_classes, steps_per_epoch) -> None:
         try:
@@ -92,10 +91,20 @@ class HeadStart:
         sgd = SgdSettings(float(np.float32(t.learning_rate)), t.momentum, t.nesterov)
         self.fitting = PlanFit(plan, sgd, x, y, xv, yv, batch_size=t.batch_size,
                                seed=self.config.seed, shuffle=t.shuffle)
+        loop = self.fitting.loop
         for epoch in range(t.epochs):
+            # One thread while Keras loads on the other core: two training threads and the
+            # import on two cores took longer than the import alone before training (the
+            # threads wait for each other at every step). The same bits on one or two threads.
+            loop.forced = 1 if self._thread.is_alive() else None
             on_epoch_end.on_epoch_begin(epoch)
-            if on_epoch_end(epoch, self.fitting.epoch(epoch)):
+            stop = on_epoch_end(epoch, self.fitting.epoch(epoch))
+            # Only after the first epoch: loading the compiled kernels from numba's cache needs
+            # the GIL, which the import would take turns at; the later epochs release it.
+            self._start()
+            if stop:
                 break
+        loop.forced = None
         return {**self.fitting.engine, "started_without_keras": True}
 
     def checkpoint_values(self) -> tuple[list, list]:
@@ -110,13 +119,19 @@ class HeadStart:
                     for m, a in zip(np.split(loop.m_flat, sizes), weights, strict=True)]
         return weights, opt
 
+    def _start(self) -> None:
+        if self._thread.ident is None:
+            self._thread.start()
+
     def wait(self) -> None:
-        """Wait for the Keras thread to finish (whether or not it succeeded)."""
-        self._thread.join()
+        """Wait for the Keras thread to finish (whether or not it succeeded), if it started."""
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def model(self):
         """The Keras model (waiting for its thread), holding the trained weights if any epoch
         ran. Raises what building it raised."""
+        self._start()  # if training stopped before it did
         self._thread.join()
         if self._error is not None:
             raise self._error

@@ -438,8 +438,6 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
                     run.update(engine=engine)
             except KeyboardInterrupt:
                 stop.received = stop.received or "SIGINT"
-            if head_start:  # the Keras model, holding the trained weights
-                model = head_start.model()
             if stop.received:
                 run.update(status="interrupted", interrupted_by=stop.received, finished=None)
                 raise TrainingInterrupted(
@@ -452,6 +450,8 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
             parallel.stop()
         if head_start:  # its thread changes sys.modules while it imports Keras
             head_start.wait()
+    if head_start:  # the Keras model, holding the trained weights
+        model = head_start.model()
     t0 = time.perf_counter()
     _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)
     timings = {**on_epoch_end.timings, "finish_s": time.perf_counter() - t0}
