@@ -5,7 +5,9 @@ Importing this module loads nothing: ``load()`` (once per process) finds numpy's
 numba up and hands the kernels to numba, which compiles each one on its first call, per input
 type, and keeps the machine code in a cache folder (``cache_dir``), so later processes load it in
 a fraction of a second. The matrix products call numpy's own OpenBLAS ``cblas_sgemm`` (one
-thread per call); everything between them is a loop numba turns into vector code.
+thread per call); everything between them is a loop numba turns into vector code. The epoch
+kernels release the GIL, so another thread can run Python meanwhile (``mnistlab.headstart``
+imports Keras while the first epochs train).
 
 Two threads split every step by data, not inside the products: each takes half the batch through
 the forward and backward pass, then each updates its own share of the parameters (the first
