@@ -3,10 +3,11 @@
 Importing Keras (with JAX) and building the model take about a second, and until now the first
 epoch waited for both. For a new run that the SGD loops train (``starts_without_keras``), the
 initial weights come from ``engine.init`` (Keras' own, bit for bit), the loop trains them from
-numpy arrays (``engine.fit_plan``) and checkpoints are written from those arrays, while a
-background thread imports Keras and builds and compiles the model. The epoch kernels release the
-GIL, so the import runs while they train. After the last epoch the trained weights, the step
-count and any momentum go into the Keras model, which then evaluates and saves the run as always.
+numpy arrays (``engine.fit.PlanFit``) and checkpoints are written from those arrays. After the
+first epoch a thread imports Keras and builds and compiles the model; the epoch kernels release
+the GIL, so the import runs while they train, on one thread meanwhile so that the import has the
+other core. After the last epoch the trained weights, the step count and any momentum go into
+the Keras model, which then evaluates and saves the run as always.
 A run trained this way has the same bits as one trained through ``fit_fast`` on the Keras model
 (``tests/test_headstart.py``).
 """
@@ -111,11 +112,11 @@ class HeadStart:
         """What ``save_checkpoint`` would write from the Keras model now: the weights, then the
         optimizer's step count, learning rate and momentums."""
         loop = self.fitting.loop
-        weights = [a.copy() for pair in zip(loop.w, loop.b, strict=True) for a in pair]
+        weights = [a for pair in zip(loop.w, loop.b, strict=True) for a in pair]
         opt = [np.int32(self.fitting.steps), np.float32(loop.lr)]
         if loop.m_flat is not None:
             sizes = np.cumsum([a.size for a in weights])[:-1]
-            opt += [m.reshape(a.shape).copy()
+            opt += [m.reshape(a.shape)
                     for m, a in zip(np.split(loop.m_flat, sizes), weights, strict=True)]
         return weights, opt
 
