@@ -429,7 +429,7 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
         with _StopSignal() as stop:
             on_epoch_end = _EpochEnd(run, model, config, rows, progress, stop, called)
             try:
-                if head_start:
+                if head_start is not None:
                     engine = head_start.fit(x, y, xv, yv, on_epoch_end)
                 else:
                     engine = _train_loop(model, x, y, xv, yv, c, config, start_epoch,
@@ -448,9 +448,9 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     finally:
         if parallel:  # evaluate and save on one device, as any later process loads it
             parallel.stop()
-        if head_start:  # its thread changes sys.modules while it imports Keras
+        if head_start is not None:  # its thread changes sys.modules while it imports Keras
             head_start.wait()
-    if head_start:  # the Keras model, holding the trained weights
+    if head_start is not None:  # the Keras model, holding the trained weights
         model = head_start.model()
     t0 = time.perf_counter()
     _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)

@@ -142,13 +142,13 @@ def fit_fast(
 
 @dataclass(frozen=True)
 class SgdSettings:
-    """Keras SGD's hyper-parameters, for ``fit_plan`` (no Keras optimizer needed): the values a
+    """Keras SGD's hyper-parameters, for ``PlanFit`` (no Keras optimizer needed): the values a
     ``keras.optimizers.SGD`` holds (its learning rate is a float32 variable)."""
 
     learning_rate: float
     momentum: float = 0.0
     nesterov: bool = False
-    momentums: tuple = ()  # the momentum slots, as SgdLoop reads them (fit_plan: zeros)
+    momentums: tuple = ()  # the momentum slots, as SgdLoop reads them (PlanFit: zeros)
 
 
 class PlanFit:
