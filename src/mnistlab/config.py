@@ -159,11 +159,12 @@ PRESETS: dict[str, dict] = {
     },
     # The most accuracy measured on 2 CPU cores in 10 minutes (README, "Convnets"): three conv
     # blocks, Dense 256 with light dropout, Adam with a cosine decay, light label smoothing and
-    # seeded small shifts (no flips, which would confuse digits). No batch normalisation: without
-    # it mnistlab's conv engine trains the net, 18 epochs in less time than TensorFlow took for 13
-    # with it.
+    # seeded small shifts (no flips, which would confuse digits), 5 % held out for validation (the
+    # rest trains: 0.9354 on Fashion-MNIST against 0.9326 with 10 %). No batch normalisation:
+    # without it mnistlab's conv engine trains the net, 18 epochs in less time than TensorFlow
+    # took for 13 with it.
     "best": {
-        "data": {"val_fraction": 0.1},
+        "data": {"val_fraction": 0.05},
         "model": {
             "kind": "cnn", "hidden": [256], "dropout": 0.1,
             "conv": [{"filters": 32, "padding": "same"},
