@@ -44,7 +44,9 @@ def uniform(seed: int, shape: tuple[int, ...], low: float, high: float) -> np.nd
     bits = ((b0 ^ b1) >> np.uint32(9)) | np.float32(1.0).view(np.uint32)
     floats = bits.view(np.float32) - np.float32(1.0)
     low32, high32 = np.float32(low), np.float32(high)
-    # XLA fuses the scaling into one fused multiply-add: the float32 product is exact in float64.
+    # XLA fuses the scaling into one fused multiply-add: the float32 product is exact in float64,
+    # the sum rounds twice (to float64, then float32), which could differ from one rounding in
+    # about one value in 2**29; none did in the millions the tests compare.
     scaled = (floats.astype(np.float64) * np.float64(high32 - low32) + np.float64(low32))
     return np.maximum(low32, scaled.astype(np.float32)).reshape(shape)
 
