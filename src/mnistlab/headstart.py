@@ -20,9 +20,8 @@ import numpy as np
 
 from mnistlab.backend import active
 from mnistlab.config import Config
+from mnistlab.engine.fit import SGD_ACTIVATIONS
 from mnistlab.epochs import trains_fast
-
-_SGD_ACTIVATIONS = ("relu", "tanh", "sigmoid")  # the config's that the SGD loops train
 
 
 def starts_without_keras(config: Config) -> bool:
@@ -31,7 +30,7 @@ def starts_without_keras(config: Config) -> bool:
     weights ``engine.init`` reproduces), one device?"""
     t, m = config.train, config.model
     return (trains_fast(config) and m.kind == "mlp" and not m.dropout
-            and m.activation in _SGD_ACTIVATIONS and t.optimizer == "sgd"
+            and m.activation in SGD_ACTIVATIONS and t.optimizer == "sgd"
             and t.schedule == "constant" and t.devices == "1" and active() == "jax")
 
 

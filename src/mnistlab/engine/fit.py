@@ -50,7 +50,7 @@ from mnistlab.engine.sgd_loop import SgdLoop
 from mnistlab.errors import ModelError, TrainingError
 
 PATHS = ("auto", "compiled", "numpy", "scan")
-_SGD_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")  # hidden layers of the SGD paths
+SGD_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")  # hidden layers of the SGD paths
 
 
 class History(dict):
@@ -266,7 +266,7 @@ def _sgd_supported(plan: list[Dense], optimizer) -> bool:
         return False
     cfg = optimizer.get_config()
     plain = all(cfg.get(k) in (None, False) for k in OPTIMIZER_EXTRAS)
-    hidden_ok = all(d.activation in _SGD_ACTIVATIONS for d in plan[:-1])
+    hidden_ok = all(d.activation in SGD_ACTIVATIONS for d in plan[:-1])
     return plain and hidden_ok and isinstance(cfg["learning_rate"], float)
 
 
