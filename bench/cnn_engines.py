@@ -101,6 +101,8 @@ VARIANTS = {
     "keras-torch": {"KERAS_BACKEND": "torch"},
     "engine": {"KERAS_BACKEND": "jax"},
     "engine-1thread": {"KERAS_BACKEND": "jax", "NUMBA_NUM_THREADS": "1"},
+    # every convolution as im2col + sgemm (the engine before Winograd)
+    "engine-im2col": {"KERAS_BACKEND": "jax", "BENCH_IM2COL": "1"},
 }
 
 
@@ -152,7 +154,11 @@ def worker(variant: str, steps: int) -> dict:
     xv, yv = ds.x_train[-nv:], ds.y_train[-nv:]
     model = build_model()
     if variant.startswith("engine"):
+        from mnistlab.engine import conv_plan
         from mnistlab.engine.conv_loop import fit_conv
+
+        if os.environ.get("BENCH_IM2COL") == "1":
+            conv_plan.WINOGRAD_MIN_CHANNELS = 1 << 30
 
         def run():
             t, c = time.perf_counter(), time.process_time()

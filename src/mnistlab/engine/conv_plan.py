@@ -18,6 +18,8 @@ import numpy as np
 
 from mnistlab.errors import ModelError
 
+# 3x3 convolutions with at least this many input channels run as Winograd F(2x2, 3x3)
+WINOGRAD_MIN_CHANNELS = 8
 CHUNK = 8  # rows per chunk of a batch (its im2col fits in L2); fixed, so results never depend on the thread count
 
 
@@ -104,6 +106,13 @@ def _layout(plan: ConvPlan, chunk: int) -> tuple[np.ndarray, int, int]:
         if s.kind == K.POOL:
             r[K.AUX] = itop
             itop += size_out
+        elif s.kind == K.CONV and _winograd(s):
+            (ho, wo, co), ci = s.shape_out, s.shape_in[2]
+            tiles = chunk * ((ho + 1) // 2) * ((wo + 1) // 2)
+            u_size, v_size, m_size = K.wino_sizes(ci, co, tiles)
+            r[K.AUX], r[K.WINO] = top, top + v_size
+            top += v_size + u_size
+            dcols = max(dcols, m_size)
         elif s.kind == K.CONV:
             k = s.kernel_hw[0] * s.kernel_hw[1] * s.shape_in[2]
             r[K.AUX] = top
@@ -137,6 +146,12 @@ def _layout(plan: ConvPlan, chunk: int) -> tuple[np.ndarray, int, int]:
     layout = np.stack(rows)
     layout[:, K.DCOLS] = top
     return layout, top + dcols, max(itop, 1)
+
+
+def _winograd(s: Spec) -> bool:
+    """Does this convolution run as Winograd F(2x2, 3x3)? 3x3 kernels with enough input
+    channels: a first layer's single channel is faster as im2col (its product is tiny)."""
+    return s.kernel_hw == (3, 3) and s.shape_in[2] >= WINOGRAD_MIN_CHANNELS
 
 
 def _check_common(layer, kind: str) -> None:
