@@ -20,11 +20,12 @@ variables saved after epoch ``k - 1`` gives bit-identical weights to an uninterr
 gradients of a batch are summed chunk by chunk in a fixed order, so the result does not depend on
 the thread count either.
 
-The arithmetic runs in numba-compiled kernels (``mnistlab.engine.conv_kernels``): im2col plus one
-OpenBLAS sgemm per chunk of 8 images, on two worker threads. The first call on a machine
-compiles them (about 25 s on an idle 2-core machine, or done beforehand by ``python -m
-mnistlab.engine.warm``; a warning on ``logging.getLogger("mnistlab.engine")`` says so) and caches
-the machine code.
+The arithmetic runs in numba-compiled kernels (``mnistlab.engine.conv_kernels``) on two worker
+threads, a chunk of 8 images at a time: 3x3 convolutions with 8 or more input channels as
+Winograd F(2x2, 3x3) (16 OpenBLAS sgemms on transformed tiles), the others as im2col plus one
+sgemm. The first call on a machine compiles them (about 2.5 minutes of one core, or done
+beforehand by ``python -m mnistlab.engine.warm``; a warning on
+``logging.getLogger("mnistlab.engine")`` says so) and caches the machine code.
 
 Public functions:
 
@@ -230,7 +231,7 @@ def _compiled(K) -> None:
 
         # a warning, so that it shows without any logging set up: the user waits for it
         log.warning("mnistlab: compiling the convnet training code for this machine (once, "
-                    "about 75 s; kept in %s)", K.numba.config.CACHE_DIR)
+                    "about 3 minutes; kept in %s)", K.numba.config.CACHE_DIR)
         warm.compile_conv_once()
 
 

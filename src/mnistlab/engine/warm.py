@@ -2,7 +2,7 @@
 
 numba compiles ``engine.kernels`` once per machine (about 25 s of one core; later processes load
 the machine code from the cache in a fraction of a second), then the convnet engine's
-``engine.conv_kernels`` (about 75 s more; ``mnistlab train`` on a convnet compiles them itself,
+``engine.conv_kernels`` (about 165 s more; ``mnistlab train`` on a convnet compiles them itself,
 saying so, if they are not cached yet). ``start()`` runs that compilation in
 a separate, low-priority process (``python -m mnistlab.engine.warm``) and returns a handle whose
 ``ready()`` says when the cache is complete; meanwhile ``JitLoop`` trains on the numpy copy of the
