@@ -91,8 +91,8 @@ def _mm(ta, tb, a, b, c):
 # co; WINO offset), the transformed inputs ``V`` (16 rows of tiles x ci; AUX; their gradient dV
 # overwrites them), the products ``M`` (16 rows of tiles x co; DCOLS; their gradient dM too).
 # Element ``[k, tile, c]`` is at ``[k, tile * c_count + c]``; each row is padded by ``PAD``
-# floats, because rows a multiple of 4 KiB apart made the 16 interleaved streams collide in
-# the L1 cache (measured 2x slower). Tiles: ``(image, ty, tx)``, ``ceil(HO/2) x ceil(WO/2)`` per
+# floats, so that the 16 streams a transform writes side by side are not a multiple of 4 KiB
+# apart (the same L1 cache sets). Tiles: ``(image, ty, tx)``, ``ceil(HO/2) x ceil(WO/2)`` per
 # image; the outputs past ``HO``/``WO`` are computed and dropped.
 PAD = 16
 
@@ -268,44 +268,48 @@ def _wino_out(M, n, th, tw, ho, wo, co, out):
 @njit(cache=True)
 def _wino_out_back(dy, n, th, tw, ho, wo, co, dM):
     """The adjoint of ``_wino_out``: ``dM = A dY A^T`` per tile (outputs past ``ho``/``wo``
-    have no gradient)."""
-    g = np.zeros((4, co), np.float32)  # a tile's 2x2 output gradients, zeros past the edges
-    e = np.empty((2, 4, co), np.float32)  # dY A^T
+    have no gradient). Whole tiles read ``dy`` in place; written out per ``nu`` (copying each
+    tile's gradients first, or one loop for all 16 rows, measured 2x slower)."""
+    g = np.zeros((4, co), np.float32)  # an edge tile's 2x2 output gradients, zeros past the edge
     for i in range(n):
         for ty in range(th):
             for tx in range(tw):
-                for a in range(2):
-                    for b in range(2):
-                        y, x = 2 * ty + a, 2 * tx + b
-                        if y < ho and x < wo:
-                            r = ((i * ho + y) * wo + x) * co
-                            g[2 * a + b] = dy[r : r + co]
-                        else:
-                            g[2 * a + b] = 0
-                for a in range(2):
-                    y0, y1 = g[2 * a], g[2 * a + 1]
-                    for o in range(co):
-                        e[a, 0, o] = y0[o]
-                        e[a, 1, o] = y0[o] + y1[o]
-                        e[a, 2, o] = y0[o] - y1[o]
-                        e[a, 3, o] = -y1[o]
+                y, x = 2 * ty, 2 * tx
+                if y + 1 < ho and x + 1 < wo:
+                    r0 = ((i * ho + y) * wo + x) * co
+                    r1 = r0 + wo * co
+                    a0, a1 = dy[r0 : r0 + co], dy[r0 + co : r0 + 2 * co]
+                    b0, b1 = dy[r1 : r1 + co], dy[r1 + co : r1 + 2 * co]
+                else:
+                    for k in range(4):
+                        yy, xx = y + k // 2, x + k % 2
+                        r = ((i * ho + yy) * wo + xx) * co
+                        for o in range(co):
+                            g[k, o] = dy[r + o] if yy < ho and xx < wo else np.float32(0)
+                    a0, a1, b0, b1 = g[0], g[1], g[2], g[3]
+                # e = dY A^T per output row (a: top, b: bottom): (y0, y0 + y1, y0 - y1, -y1)
+                # for nu = 0..3; then dM[4*xi + nu] = (A e)[xi] = (e0, e0 + e1, e0 - e1, -e1)
                 col = ((i * th + ty) * tw + tx) * co
-                for nu in range(4):
-                    _wino_rows_back(e[0, nu], e[1, nu], dM, nu, col)
-
-
-@njit(cache=True)
-def _wino_rows_back(e0, e1, dM, nu, col):
-    """``dM[4*xi + nu] = (A e)[xi]`` = (e0, e0 + e1, e0 - e1, -e1) for the two output rows'
-    ``e0``/``e1`` of one tile."""
-    co = e0.shape[0]
-    top, bot = dM[nu, col : col + co], dM[4 + nu, col : col + co]
-    dif, neg = dM[8 + nu, col : col + co], dM[12 + nu, col : col + co]
-    for o in range(co):
-        top[o] = e0[o]
-        bot[o] = e0[o] + e1[o]
-        dif[o] = e0[o] - e1[o]
-        neg[o] = -e1[o]
+                d0, d4 = dM[0, col : col + co], dM[4, col : col + co]
+                d8, d12 = dM[8, col : col + co], dM[12, col : col + co]
+                for o in range(co):
+                    e0, e1 = a0[o], b0[o]
+                    d0[o], d4[o], d8[o], d12[o] = e0, e0 + e1, e0 - e1, -e1
+                d0, d4 = dM[1, col : col + co], dM[5, col : col + co]
+                d8, d12 = dM[9, col : col + co], dM[13, col : col + co]
+                for o in range(co):
+                    e0, e1 = a0[o] + a1[o], b0[o] + b1[o]
+                    d0[o], d4[o], d8[o], d12[o] = e0, e0 + e1, e0 - e1, -e1
+                d0, d4 = dM[2, col : col + co], dM[6, col : col + co]
+                d8, d12 = dM[10, col : col + co], dM[14, col : col + co]
+                for o in range(co):
+                    e0, e1 = a0[o] - a1[o], b0[o] - b1[o]
+                    d0[o], d4[o], d8[o], d12[o] = e0, e0 + e1, e0 - e1, -e1
+                d0, d4 = dM[3, col : col + co], dM[7, col : col + co]
+                d8, d12 = dM[11, col : col + co], dM[15, col : col + co]
+                for o in range(co):
+                    e0, e1 = -a1[o], -b1[o]
+                    d0[o], d4[o], d8[o], d12[o] = e0, e0 + e1, e0 - e1, -e1
 
 
 @njit(cache=True)
