@@ -149,8 +149,9 @@ def _layout(plan: ConvPlan, chunk: int) -> tuple[np.ndarray, int, int]:
 
 
 def _winograd(s: Spec) -> bool:
-    """Does this convolution run as Winograd F(2x2, 3x3)? 3x3 kernels with enough input
-    channels: a first layer's single channel is faster as im2col (its product is tiny)."""
+    """Does this convolution run as Winograd F(2x2, 3x3)? 3x3 kernels with several input
+    channels. A grayscale first layer stays on im2col: with one input channel the 16 products
+    would be outer products and their outputs 4x the layer's (the threshold 8 is not tuned)."""
     return s.kernel_hw == (3, 3) and s.shape_in[2] >= WINOGRAD_MIN_CHANNELS
 
 
