@@ -12,8 +12,9 @@ scratch) for the backward pass.
 
 A batch is cut into chunks of ``chunk`` rows. Each worker thread takes chunks ``w, w + T, ...``
 and runs the whole forward and backward pass of a chunk in its own scratch (small enough to stay
-in cache): convolutions are im2col + one ``cblas_sgemm`` per chunk (numpy's OpenBLAS, one thread
-per call). Each chunk writes its own gradient row; the rows are then summed in chunk order, so
+in cache): a 3x3 convolution with 8+ input channels (``layout[:, WINO] >= 0``) is Winograd
+F(2x2, 3x3), 16 ``cblas_sgemm`` calls per chunk (see its section below), any other one im2col +
+one ``cblas_sgemm`` (numpy's OpenBLAS, one thread per call). Each chunk writes its own gradient row; the rows are then summed in chunk order, so
 the result does not depend on the number of threads.
 """
 
