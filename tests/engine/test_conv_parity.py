@@ -287,3 +287,28 @@ def test_other_learning_rate_schedules_are_refused(digits, schedule):
     with pytest.raises(ModelError, match="CosineDecay"):
         fit_conv(convnet(), x, y, None, None, epochs=1, batch_size=64, seed=0,
                  optimizer=keras.optimizers.Adam(schedule()))
+
+
+def test_other_pool_windows_match_model_fit(digits):
+    # 2x2 windows take a fast path of their own; 3x3 and 2x3 ones the general loop
+    x, y = digits
+    keras.utils.set_random_seed(4)
+    ref = keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(3),
+        keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
+        keras.layers.MaxPooling2D((2, 3)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    ours = twin(ref)
+    ref.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                loss="categorical_crossentropy")
+    h_ref = ref.fit(scaled(x), keras.utils.to_categorical(y, 10), batch_size=64, epochs=1,
+                    shuffle=False, verbose=0).history
+    h = fit_conv(ours, x, y, None, None, epochs=1, batch_size=64, seed=0, shuffle=False,
+                 optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    assert h["loss"][0] == pytest.approx(h_ref["loss"][0], rel=1e-6)
+    for a, b in zip(ref.get_weights(), ours.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, atol=3e-7)

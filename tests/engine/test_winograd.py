@@ -71,7 +71,9 @@ def test_one_epoch_matches_im2col(data, padding, dropout, monkeypatch):
         model = net(padding, dropout=dropout)
         start = [w.copy() for w in model.get_weights()]
         opt = keras.optimizers.SGD(0.1, momentum=0.9)
-        h = fit_conv(model, x, y, x[:8], y[:8], epochs=2, batch_size=16, seed=1, optimizer=opt)
+        # one epoch, three steps: in a second one a max-pool or relu decision flipped by the
+        # two computations' rounding (1e-7 apart) can send a gradient elsewhere (measured once)
+        h = fit_conv(model, x, y, x[:8], y[:8], epochs=1, batch_size=16, seed=1, optimizer=opt)
         weights.append([w - s for w, s in zip(model.get_weights(), start, strict=True)])
         weights[-1].append(h["loss"] + h["val_loss"])
     (*fast, loss_fast), (*slow, loss_slow) = weights

@@ -124,7 +124,7 @@ def conv_forward(plan_or_model, x, threads: int = 2) -> np.ndarray:
         last = layout[-1]
         with K.blas_single():
             K.forward_chunk(rows, np.arange(n), 0, n, scale, plan.params, layout, plan.keep,
-                            np.zeros(0, np.int64), s[0], si[0])
+                            np.zeros(0, np.int64), s[0], si[0], True)
         out[:] = s[0, last[K.OUT] : last[K.OUT] + n * plan.classes].reshape(n, plan.classes)
         return out
     workers = K.worker_threads(min(threads, math.ceil(n / CHUNK)))
