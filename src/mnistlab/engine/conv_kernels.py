@@ -112,8 +112,9 @@ def _mm(ta, tb, a, b, c):
 #   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
 #   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
 #   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-# Scratch (``wino_sizes``): the transformed kernel ``U`` and its gradient ``dU`` (16 rows of ci x
-# co; WINO offset), the transformed inputs ``V`` (16 rows of tiles x ci; AUX; their gradient dV
+# Scratch (``wino_sizes``): the transformed kernel ``U``, its gradient ``dU`` (16 rows of ci x co;
+# WINO offset) and ``U`` transposed (``UT``, 16 rows of co x ci), the transformed inputs ``V``
+# (16 rows of tiles x ci; AUX; their gradient dV
 # overwrites them), the products ``M`` (16 rows of tiles x co; DCOLS; their gradient dM too).
 # Element ``[k, tile, c]`` is at ``[k, tile * c_count + c]``; each row is padded by ``PAD``
 # floats, so that the 16 streams a transform writes side by side are not a multiple of 4 KiB
@@ -123,8 +124,8 @@ PAD = 16
 
 
 def wino_sizes(ci: int, co: int, tiles: int) -> tuple[int, int, int]:
-    """Floats of scratch for ``U`` + ``dU``, ``V`` and ``M`` (see above)."""
-    return 32 * (ci * co + PAD), 16 * (tiles * ci + PAD), 16 * (tiles * co + PAD)
+    """Floats of scratch for ``U`` + ``dU`` + ``UT``, ``V`` and ``M`` (see above)."""
+    return 48 * (ci * co + PAD), 16 * (tiles * ci + PAD), 16 * (tiles * co + PAD)
 
 
 @njit(cache=True)
@@ -339,23 +340,29 @@ def _wino_out_back(dy, n, th, tw, ho, wo, co, dM):
 
 @njit(cache=True)
 def _wino_views(s, ly, n):
-    """``U``, ``dU``, ``V``, ``M`` of a Winograd layer in scratch ``s``, and its tile count."""
+    """``U``, ``dU``, ``UT``, ``V``, ``M`` of a Winograd layer in scratch ``s``, and its tile
+    count."""
     ci, co = ly[CI], ly[CO]
     tiles = n * ((ly[HO] + 1) // 2) * ((ly[WO] + 1) // 2)
-    U = _rows(s, ly[WINO], ci * co)
-    dU = _rows(s, ly[WINO] + 16 * (ci * co + PAD), ci * co)
-    return U, dU, _rows(s, ly[AUX], tiles * ci), _rows(s, ly[DCOLS], tiles * co), tiles
+    step = 16 * (ci * co + PAD)
+    U, dU = _rows(s, ly[WINO], ci * co), _rows(s, ly[WINO] + step, ci * co)
+    return U, dU, _rows(s, ly[WINO] + 2 * step, ci * co), _rows(s, ly[AUX], tiles * ci), _rows(s, ly[DCOLS], tiles * co), tiles
 
 
 @njit(cache=True)
 def _wino_forward(a, n, ly, params, s, z, fresh):
     """A 3x3 convolution of ``a`` into ``z`` ``(n*HO*WO, CO)`` by Winograd (no bias); the kernel
-    is transformed only when ``fresh`` (else ``U`` holds it from the worker's previous chunk)."""
+    is transformed (``U``, and ``UT`` for the backward pass) only when ``fresh`` (else they hold
+    it from the worker's previous chunk)."""
     ci, co, th, tw = ly[CI], ly[CO], (ly[HO] + 1) // 2, (ly[WO] + 1) // 2
-    U, _, V, M, tiles = _wino_views(s, ly, n)
+    U, _, UT, V, M, tiles = _wino_views(s, ly, n)
     wk = params[ly[WOFF] : ly[WOFF] + 9 * ci * co].reshape(9 * ci, co)
     if fresh:
         _wino_kernel(wk, ci, co, U)
+        for k in range(16):
+            for c in range(ci):
+                for o in range(co):
+                    UT[k, o * ci + c] = U[k, c * co + o]
     _wino_in(a, n, ly[H], ly[W], ci, th, tw, ly[PT], ly[PL], V)
     for k in range(16):
         _mm(False, False, V[k, : tiles * ci].reshape(tiles, ci), U[k, : ci * co].reshape(ci, co),
@@ -366,22 +373,17 @@ def _wino_forward(a, n, ly, params, s, z, fresh):
 @njit(cache=True)
 def _wino_backward(dz, n, ly, s, gw, da, has_din):
     """Kernel gradient ``gw`` ``(9*CI, CO)`` and (``has_din``) input gradient ``da`` of a
-    Winograd convolution whose forward pass left ``U`` and ``V`` in ``s``."""
+    Winograd convolution whose forward pass left ``UT`` and ``V`` in ``s``."""
     ci, co, th, tw = ly[CI], ly[CO], (ly[HO] + 1) // 2, (ly[WO] + 1) // 2
-    U, dU, V, dM, tiles = _wino_views(s, ly, n)
+    _, dU, UT, V, dM, tiles = _wino_views(s, ly, n)
     _wino_out_back(dz.ravel(), n, th, tw, ly[HO], ly[WO], co, dM)
     for k in range(16):
         _mm(True, False, V[k, : tiles * ci].reshape(tiles, ci),
             dM[k, : tiles * co].reshape(tiles, co), dU[k, : ci * co].reshape(ci, co))
     _wino_kernel_back(dU, ci, co, gw)
     if has_din:
-        # dV = dM U^T, over V (no longer needed), with U transposed first into dU's rows (no
-        # longer needed either): the plain product measured 1.6x faster than a transposed one
-        UT = dU
-        for k in range(16):
-            for c in range(ci):
-                for o in range(co):
-                    UT[k, o * ci + c] = U[k, c * co + o]
+        # dV = dM U^T, over V (no longer needed), on U transposed: the plain product measured
+        # 1.6x faster than a transposed one
         for k in range(16):
             _mm(False, False, dM[k, : tiles * co].reshape(tiles, co),
                 UT[k, : ci * co].reshape(co, ci), V[k, : tiles * ci].reshape(tiles, ci))
