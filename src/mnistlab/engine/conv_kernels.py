@@ -14,8 +14,9 @@ A batch is cut into chunks of ``chunk`` rows. Each worker thread takes chunks ``
 and runs the whole forward and backward pass of a chunk in its own scratch (small enough to stay
 in cache): a 3x3 convolution with 8+ input channels (``layout[:, WINO] >= 0``) is Winograd
 F(2x2, 3x3), 16 ``cblas_sgemm`` calls per chunk (see its section below), any other one im2col +
-one ``cblas_sgemm`` (numpy's OpenBLAS, one thread per call). Each chunk writes its own gradient row; the rows are then summed in chunk order, so
-the result does not depend on the number of threads.
+one ``cblas_sgemm`` (numpy's OpenBLAS, one thread per call; ``_mm`` cuts a product just over
+OpenBLAS's small-matrix limit in pieces under it). Each chunk writes its own gradient row; the
+rows are then summed in chunk order, so the result does not depend on the number of threads.
 """
 
 from __future__ import annotations
