@@ -90,7 +90,8 @@ def main() -> None:
     z2 = s[conv2[K.OUT] : conv2[K.OUT] + n * conv2[K.HO] * conv2[K.WO] * conv2[K.CO]]
     z2 = z2.reshape(-1, conv2[K.CO])
     dz2 = s[conv2[K.DOUT] : conv2[K.DOUT] + z2.size].reshape(z2.shape)
-    gw2 = grad[conv2[K.WOFF] : conv2[K.WOFF] + 9 * conv2[K.CI] * conv2[K.CO]].reshape(-1, z2.shape[1])
+    k2 = 9 * conv2[K.CI]
+    gw2 = grad[conv2[K.WOFF] : conv2[K.WOFF] + k2 * conv2[K.CO]].reshape(k2, conv2[K.CO])
     da2 = s[conv2[K.DIN] : conv2[K.DIN] + size]
     pieces = {
         "whole step (forward, loss, backward)": step,

@@ -72,7 +72,8 @@ _sgemm = types.ExternalFunction(
 
 # OpenBLAS runs products of at most 100^3 multiply-adds (M*N*K) through its small-matrix kernels,
 # without packing; at the engine's shapes those ran up to 2x faster than one packed product of
-# twice the size (a first layer's 5408x9x32: 58 us whole, 30 us in two halves; measured, one thread)
+# twice the size (a first layer's 5408x9x32: 54 us whole, 26 us in two halves; one thread,
+# ``bench/conv_step.py``)
 SMALL = 1_000_000
 
 
@@ -114,13 +115,12 @@ def _mm(ta, tb, a, b, c):
 #   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
 #   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 # Scratch (``wino_sizes``): the transformed kernel ``U``, its gradient ``dU`` (16 rows of ci x co;
-# WINO offset) and ``U`` transposed (``UT``, 16 rows of co x ci), the transformed inputs ``V``
-# (16 rows of tiles x ci; AUX; their gradient dV
-# overwrites them), the products ``M`` (16 rows of tiles x co; DCOLS; their gradient dM too).
-# Element ``[k, tile, c]`` is at ``[k, tile * c_count + c]``; each row is padded by ``PAD``
-# floats, so that the 16 streams a transform writes side by side are not a multiple of 4 KiB
-# apart (the same L1 cache sets). Tiles: ``(image, ty, tx)``, ``ceil(HO/2) x ceil(WO/2)`` per
-# image; the outputs past ``HO``/``WO`` are computed and dropped.
+# WINO offset) and ``U`` transposed (``UT``, 16 rows of co x ci), the transformed inputs ``V`` (16
+# rows of tiles x ci; AUX; their gradient dV overwrites them), the products ``M`` (16 rows of tiles
+# x co; DCOLS; their gradient dM too). Element ``[k, tile, c]`` is at ``[k, tile * c_count + c]``;
+# each row is padded by ``PAD`` floats, so that the 16 streams a transform writes side by side are
+# not a multiple of 4 KiB apart (the same L1 cache sets). Tiles: ``(image, ty, tx)``, ``ceil(HO/2) x
+# ceil(WO/2)`` per image; the outputs past ``HO``/``WO`` are computed and dropped.
 PAD = 16
 
 
@@ -347,7 +347,8 @@ def _wino_views(s, ly, n):
     tiles = n * ((ly[HO] + 1) // 2) * ((ly[WO] + 1) // 2)
     step = 16 * (ci * co + PAD)
     U, dU = _rows(s, ly[WINO], ci * co), _rows(s, ly[WINO] + step, ci * co)
-    return U, dU, _rows(s, ly[WINO] + 2 * step, ci * co), _rows(s, ly[AUX], tiles * ci), _rows(s, ly[DCOLS], tiles * co), tiles
+    UT = _rows(s, ly[WINO] + 2 * step, ci * co)
+    return U, dU, UT, _rows(s, ly[AUX], tiles * ci), _rows(s, ly[DCOLS], tiles * co), tiles
 
 
 @njit(cache=True)
@@ -619,7 +620,8 @@ def forward_chunk(x, idx, r0, n, scale, params, layout, keep, drop, s, si, fresh
     """Forward pass of rows ``idx[r0:r0+n]`` in worker scratch ``s`` (float32) / ``si`` (int32);
     with a ``drop`` key (training; ``_dropout``) the dropout layers apply. Leaves probabilities at
     the last layer's ``OUT`` offset, ``(n, classes)``. ``fresh``: the worker's first chunk since
-    ``params`` changed (the Winograd kernels are transformed then, and kept for its later chunks)."""
+    ``params`` changed (the Winograd kernels are transformed then, and kept for its later
+    chunks)."""
     _load(x, idx, r0, n, scale, s[layout[0, IN] :])
     for j in range(layout.shape[0]):
         ly = layout[j]
