@@ -118,3 +118,29 @@ def test_resume_with_augmentation_is_bit_identical(tmp_path, kind):
         assert (whole.path / "augmented.png").is_file()
         assert "augmented on the fly" in html and "rotations up to 10°" in html
         assert "a random rectangle blanked in 50% of the images" in html
+
+
+def test_the_warp_warmed_ahead_is_loaded_not_compiled(tmp_path):
+    # engine.warm compiles the warp into the engines' cache folder; a later training process,
+    # which may augment before it imports an engine, finds it there
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    warm = "from mnistlab.engine import warm; warm.compile_augment()"
+    later = (
+        "import numpy as np\n"
+        "from mnistlab import augment\n"
+        "from mnistlab.config import AugmentConfig\n"
+        "t = augment.draw(AugmentConfig(shift=0.2), 3, 1, 0)\n"
+        "augment.transform(np.zeros((3, 6, 6), np.uint8), t)\n"
+        "stats = augment._warp().stats\n"
+        "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n"
+    )
+    run = [sys.executable, "-c"]
+    subprocess.run([*run, warm], env=env, check=True, timeout=300)
+    assert list((tmp_path / "mnistlab" / "numba").rglob("*augment*"))  # cached where it belongs
+    out = subprocess.run([*run, later], env=env, check=True, timeout=300, capture_output=True,
+                         text=True).stdout.split()
+    assert out == ["1", "0"]  # one signature loaded from the cache, none compiled

@@ -14,6 +14,7 @@ Only the training set is augmented; validation, test and prediction see the imag
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -88,9 +89,15 @@ def _pixel_boxes(erase: np.ndarray, h: int, w: int) -> np.ndarray:
 
 @functools.cache
 def _warp():
-    """The bilinear inverse warp, compiled by numba on first use (cached on disk)."""
+    """The bilinear inverse warp, compiled by numba on first use and cached on disk in the
+    engines' cache folder (where ``engine.warm`` compiles it ahead), whichever runs first."""
     import numba
 
+    if not os.environ.get("NUMBA_CACHE_DIR"):  # as the engines set it up on import
+        from mnistlab.engine.blas import Threads
+        from mnistlab.engine.kernels import cache_dir
+
+        numba.config.CACHE_DIR = str(cache_dir(Threads().sgemm_int64))
     return numba.njit(cache=True, nogil=True)(_warp_python)
 
 

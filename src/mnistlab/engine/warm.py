@@ -3,7 +3,7 @@
 numba compiles ``engine.kernels`` once per machine (about 25 s of one core; later processes load
 the machine code from the cache in a fraction of a second), then the convnet engine's
 ``engine.conv_kernels`` (about 165 s more; ``mnistlab train`` on a convnet compiles them itself,
-saying so, if they are not cached yet). ``start()`` runs that compilation in
+saying so, if they are not cached yet) and the augmentation warp (a few seconds). ``start()`` runs that compilation in
 a separate, low-priority process (``python -m mnistlab.engine.warm``) and returns a handle whose
 ``ready()`` says when the cache is complete; meanwhile ``JitLoop`` trains on the numpy copy of the
 kernels (``engine.replica``, the same bits) and switches at the next epoch boundary. The process
@@ -120,6 +120,7 @@ def compile_all() -> None:
 
     kernels.mark_compiled()
     compile_conv()
+    compile_augment()
 
 
 def compile_conv() -> None:
@@ -155,6 +156,17 @@ def compile_conv() -> None:
     K.reduce_adam(partial, 2, plan.params, m, v, f(1e-3), f(0.9), f(0.999), f(1e-7))
     K.reduce_sgd(partial, 2, plan.params, m, f(0.01), f(0.9), False)
     K.mark_compiled()
+
+
+def compile_augment() -> None:
+    """Compile (or load) the augmentation warp (``augment._warp``) for the pixel types training
+    gives it (uint8 images, float32 ones)."""
+    from mnistlab import augment
+    from mnistlab.config import AugmentConfig
+
+    t = augment.draw(AugmentConfig(shift=0.1, erase=0.5), 2, 0, 0)
+    for images in (np.zeros((2, 4, 4), np.uint8), np.zeros((2, 4, 4), np.float32)):
+        augment.transform(images, t)
 
 
 def warm_keras() -> None:
