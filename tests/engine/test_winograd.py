@@ -81,3 +81,31 @@ def test_one_epoch_matches_im2col(data, padding, dropout, monkeypatch):
     for a, b in zip(fast, slow, strict=True):
         assert np.abs(a).max() > 1e-4  # the step moved every variable
         np.testing.assert_allclose(a, b, atol=2e-6 * max(1.0, np.abs(b).max()))
+
+
+def test_kernels_kept_across_a_workers_chunks_give_the_same_bits(data):
+    # a worker transforms the Winograd kernels (U and its transpose) for its first chunk of a
+    # batch only: its later chunks must find them untouched in its scratch
+    from mnistlab.engine.conv_loop import _pixels, _scratch, loss_targets
+
+    x, y = data
+    model = net("same", dropout=0.3)
+    plan = conv_plan.read_plan(model)
+    rows, scale = _pixels(x, plan, "x")
+    idx, n, chunk = np.random.default_rng(5).permutation(len(x))[:32], 32, 8
+    drop = np.array([7, 0, plan.mask_units], np.int64)
+    target = loss_targets(model, plan.classes)
+    layout, s, si = _scratch(plan, chunk, 1)  # one worker: four chunks in turn
+    partial, stats = np.empty((4, len(plan.params)), np.float32), np.zeros((4, 2))
+    K.gradients(rows, y, idx, scale, chunk, plan.params, layout, plan.keep, drop, s, si, partial,
+                stats, target)
+    last = layout[-1]
+    for c in range(4):  # each chunk alone in fresh scratch, its kernels transformed
+        s1, si1, grad = np.zeros_like(s[0]), np.zeros_like(si[0]), np.empty_like(partial[c])
+        K.forward_chunk(rows, idx, c * chunk, chunk, scale, plan.params, layout, plan.keep, drop,
+                        s1, si1, True)
+        p = s1[last[K.OUT] : last[K.OUT] + chunk * plan.classes].reshape(chunk, plan.classes)
+        dz = s1[last[K.DOUT] : last[K.DOUT] + chunk * plan.classes].reshape(chunk, plan.classes)
+        K._loss_grad(p, y, idx, c * chunk, np.float32(1 / n), target, dz)
+        K.backward_chunk(c * chunk, chunk, plan.params, layout, plan.keep, drop, s1, si1, grad)
+        assert np.array_equal(grad, partial[c]), c
