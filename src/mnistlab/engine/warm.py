@@ -3,13 +3,13 @@
 numba compiles ``engine.kernels`` once per machine (about 25 s of one core; later processes load
 the machine code from the cache in a fraction of a second), then the convnet engine's
 ``engine.conv_kernels`` (about 165 s more; ``mnistlab train`` on a convnet compiles them itself,
-saying so, if they are not cached yet) and the augmentation warp (a few seconds). ``start()`` runs that compilation in
-a separate, low-priority process (``python -m mnistlab.engine.warm``) and returns a handle whose
-``ready()`` says when the cache is complete; meanwhile ``JitLoop`` trains on the numpy copy of the
-kernels (``engine.replica``, the same bits) and switches at the next epoch boundary. The process
-outlives its parent if it must: the next run finds the cache complete. ``make run`` and
-``make test`` start it as soon as numpy, numba and mnistlab are installed, while pip installs the
-rest; with every kernel already marked compiled it returns at once.
+saying so, if they are not cached yet) and the augmentation warp (a few seconds). ``start()`` runs
+that compilation in a separate, low-priority process (``python -m mnistlab.engine.warm``) and
+returns a handle whose ``ready()`` says when the cache is complete; meanwhile ``JitLoop`` trains
+on the numpy copy of the kernels (``engine.replica``, the same bits) and switches at the next
+epoch boundary. The process outlives its parent if it must: the next run finds the cache complete.
+``make run`` and ``make test`` start it as soon as numpy, numba and mnistlab are installed, while
+pip installs the rest; with every kernel already marked compiled it returns at once.
 
 A lock file in the cache folder keeps two such processes from compiling the same thing at once.
 
