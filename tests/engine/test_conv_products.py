@@ -15,7 +15,7 @@ from mnistlab.engine import conv_kernels as K  # noqa: E402
     [(5408, 9, 32), (9, 5408, 32), (100, 50, 40), (3000, 700, 2), (5, 3, 0), (4, 0, 3)],
     ids=["rows-cut", "sum-cut", "small", "too-big-to-cut", "empty", "nothing-summed"],
 )
-@pytest.mark.parametrize(("ta", "tb"), [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(("ta", "tb"), [(False, False), (True, False), (False, True), (True, True)])
 def test_products_match_numpy(m, k, n, ta, tb):
     rng = np.random.default_rng(m + k + n)
     a = rng.standard_normal((k, m) if ta else (m, k), np.float32)
