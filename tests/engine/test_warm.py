@@ -25,3 +25,47 @@ def test_warm_compiles_only_what_is_not_marked(tmp_path):
         pytest.skip("the kernels are not compiled here (make test compiles them first)")
     assert _main(dict(os.environ)) == 0  # every kernel marked: nothing to do (make run, again)
     assert _main({**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}) == 3  # an empty cache
+
+
+# compile_training and compile_all replaced by notes in a file, for an empty cache
+DEFER = """
+import sys
+from pathlib import Path
+from mnistlab.engine import warm
+note = Path(sys.argv[1])
+warm.compile_training = lambda: note.write_text("training")
+warm.compile_all = lambda: note.write_text(note.read_text() + " all")
+sys.argv = ["warm", "--after", sys.argv[2]]
+warm.main()
+"""
+
+
+def _wait_for(path, text, seconds=60):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text() == text:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_started_by_a_run_it_compiles_the_rest_only_once_the_run_has_exited(tmp_path):
+    """``start()``'s process compiles the training kernels at once and the convnet kernels only
+    after the run that started it has exited, so that they do not slow the rest of the run."""
+    note = tmp_path / "note"
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    warm = subprocess.Popen([sys.executable, "-c", DEFER, str(note), str(run.pid)], env=env)
+    try:
+        assert _wait_for(note, "training")
+        assert not _wait_for(note, "training all", seconds=2)  # the run goes on: it waits
+        assert warm.poll() is None
+        run.kill()  # not reaped yet: a zombie counts as exited
+        assert _wait_for(note, "training all")
+        run.wait()
+        assert warm.wait(timeout=60) == 0
+    finally:
+        run.kill()
+        warm.kill()
