@@ -1,13 +1,14 @@
 """The compiled kernels' epoch and forward pass written in numpy, bit for bit.
 
-While numba compiles ``engine.kernels`` for a new machine (about 25 s, once), ``JitLoop`` trains on
+While numba compiles ``engine.kernels`` for a new machine (about 10 s, once), ``JitLoop`` trains on
 this copy and switches to the compiled code at an epoch boundary when it is ready
 (``engine.warm``). The switch must not change a bit, so this module does exactly what the kernels
 do: the same ``cblas_sgemm`` calls (same sizes, strides and alpha/beta, on one BLAS thread), the
 same float32 operations in the same order (ReLU and its gradient by comparison, the softmax's exp
 from ``kernels._exp32``'s polynomial, its sum column by column, the bias gradients summed row by
-row), both halves of every batch in turn as ``epoch_one`` does. Only ReLU and linear hidden layers
-(the library tanh and sigmoid differ between numba and numpy): ``exact(acts)`` says.
+row), the products of both halves of every batch in turn as ``epoch_one`` does (the elementwise
+operations once over the whole batch: each row's numbers are its own). Only ReLU and linear hidden
+layers (the library tanh and sigmoid differ between numba and numpy): ``exact(acts)`` says.
 
 It is slower than the compiled code (numpy's call overhead on small arrays, one thread): it exists
 so that the first run on a machine does not wait for the compiler.
@@ -133,37 +134,43 @@ class Replica:
         for start in range(0, n, bs):
             k = min(bs, n - start)
             h = (k + 1) // 2
-            for t in range(2):
-                self._half(x, scale, order, y_ord, start, t * h, min(h, k - t * h), k, lr, net,
-                           buf, pt, pred)
+            halves = [(t * h, min(h, k - t * h)) for t in range(2)]
+            self._step(x, scale, order, y_ord, start, [hv for hv in halves if hv[1] > 0], k, lr,
+                       net, buf, pt, pred)
             for t in range(2):
                 self._update(t, k, cut, mom, nesterov, plain, net, buf)
 
-    def _half(self, x, scale, order, y_ord, start, r0, kt, k, lr, net, buf, pt, pred) -> None:
-        if kt <= 0:
-            return
+    def _step(self, x, scale, order, y_ord, start, halves, k, lr, net, buf, pt, pred) -> None:
+        """``epoch_one``'s two ``_half`` calls of one step: the products half by half, as the
+        kernel calls them, and each elementwise operation once over the whole batch (every row's
+        numbers are its own, so the bits are the same; half the numpy calls)."""
         w_flat, _, _, layout, acts, hoff = net
         xb, hbuf, gbuf, z, _ = buf
         last = layout.shape[0] - 1
         rows = xb.shape[0]
-        np.multiply(x[order[start + r0 : start + r0 + kt]], scale, out=xb[r0 : r0 + kt],
-                    dtype=np.float32, casting="unsafe")
-        a = xb[r0 : r0 + kt]
+        np.multiply(x[order[start : start + k]], scale, out=xb[:k], dtype=np.float32,
+                    casting="unsafe")
+        a = xb
         for j in range(last):
-            h = _hidden(hbuf, hoff, layout, j, rows)[r0 : r0 + kt]
-            self.mm(False, False, 1.0, a, _kernel(w_flat, layout, j), 0.0, h)
-            _bias_act(h, _bias(w_flat, layout, j), acts[j])
+            h = _hidden(hbuf, hoff, layout, j, rows)
+            for r0, kt in halves:
+                self.mm(False, False, 1.0, a[r0 : r0 + kt], _kernel(w_flat, layout, j), 0.0,
+                        h[r0 : r0 + kt])
+            _bias_act(h[:k], _bias(w_flat, layout, j), acts[j])
             a = h
-        zr = z[r0 : r0 + kt]
-        self.mm(False, False, 1.0, a, _kernel(w_flat, layout, last), 0.0, zr)
-        _softmax_rows(zr, _bias(w_flat, layout, last))
-        s = start + r0
-        _loss_grad(zr, y_ord[s : s + kt], pt[s : s + kt], pred[s : s + kt], np.float32(lr / k))
-        g = zr
+        for r0, kt in halves:
+            self.mm(False, False, 1.0, a[r0 : r0 + kt], _kernel(w_flat, layout, last), 0.0,
+                    z[r0 : r0 + kt])
+        _softmax_rows(z[:k], _bias(w_flat, layout, last))
+        s = slice(start, start + k)
+        _loss_grad(z[:k], y_ord[s], pt[s], pred[s], np.float32(lr / k))
+        g = z
         for j in range(last, 0, -1):
-            gp = _hidden(gbuf, hoff, layout, j - 1, rows)[r0 : r0 + kt]
-            self.mm(False, True, 1.0, g, _kernel(w_flat, layout, j), 0.0, gp)
-            _act_back(gp, _hidden(hbuf, hoff, layout, j - 1, rows)[r0 : r0 + kt], acts[j - 1])
+            gp = _hidden(gbuf, hoff, layout, j - 1, rows)
+            for r0, kt in halves:
+                self.mm(False, True, 1.0, g[r0 : r0 + kt], _kernel(w_flat, layout, j), 0.0,
+                        gp[r0 : r0 + kt])
+            _act_back(gp[:k], _hidden(hbuf, hoff, layout, j - 1, rows)[:k], acts[j - 1])
             g = gp
 
     def _update(self, t, k, cut, mom, nesterov, plain, net, buf) -> None:
