@@ -6,7 +6,7 @@ targets `make run` builds before training (`warm-background warm-keras-backgroun
 numba's compiled kernels, JAX's compilation cache, the unpacked datasets). Then, at once, the first
 `mnistlab train --dataset fashion_mnist --no-report --quiet` (the background compilation of the
 convnet kernels may still be running, as it would be for a user); then, once every background
-process is done, `--warm-runs` more. Prints each run's wall time and its manifest's start-up and
+compilation is done, `--warm-runs` more. Prints each run's wall time and its manifest's start-up and
 finish timings, and whether the first one trained on the numpy replica (`replica_epochs`).
 
 Run:  .venv/bin/python bench/first_run.py                  # ~3 min; pip needs its index
@@ -38,10 +38,23 @@ def timed_run(clone: Path, env: dict, runs: Path) -> dict:
             "replica_epochs": manifest.get("engine", {}).get("replica_epochs", 0)}
 
 
-def background_done(clone: Path) -> None:
-    """Wait for the set-up's background compilations (they outlive make)."""
-    pattern = f"{clone}/.venv/bin/python -m mnistlab.engine.warm"
-    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+def background_done(cache: Path) -> None:
+    """Wait for the background compilations writing into ``cache`` (they outlive make and the
+    runs; make starts them as ``.venv/bin/python``, so they are told apart by their
+    ``XDG_CACHE_HOME``)."""
+    mark = f"XDG_CACHE_HOME={cache}".encode()
+    while True:
+        pids = subprocess.run(["pgrep", "-f", "mnistlab.engine.warm"], capture_output=True,
+                              text=True).stdout.split()
+        mine = []
+        for pid in pids:
+            try:
+                if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    mine.append(pid)
+            except OSError:  # gone meanwhile
+                pass
+        if not mine:
+            return
         time.sleep(1)
 
 
@@ -65,10 +78,14 @@ def main():
         runs = tmp / "runs"
         rows = [("first", timed_run(clone, env, runs))]
         print(f"first run: {rows[0][1]}", flush=True)
-        background_done(clone)
+        t0 = time.perf_counter()
+        background_done(tmp / "cache")
+        print(f"background compilation ended {time.perf_counter() - t0:.0f} s after the first "
+              "run", flush=True)
         for i in range(args.warm_runs):
             rows.append((f"warm {i + 1}", timed_run(clone, env, runs)))
             print(f"{rows[-1][0]}: {rows[-1][1]}", flush=True)
+        background_done(tmp / "cache")  # the runs' own, if any, before the folder goes
     warm = sorted(r["wall_s"] for name, r in rows[1:])
     if warm:
         first = rows[0][1]["wall_s"]
