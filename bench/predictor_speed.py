@@ -3,7 +3,8 @@
     python bench/predictor_speed.py [--repeats 30] [--threads N] [--model mlp|cnn]
 
 Uses the tutorial MLP (784-100-64-32-10) as mnistlab builds it, or with ``--model cnn`` the
-keras-io convnet of the ``cnn`` preset (run through Keras on the backend of ``KERAS_BACKEND``),
+keras-io convnet of the ``cnn`` preset (the Predictor runs it in the conv engine when its kernels
+are compiled; the Keras path it used before, on the backend of ``KERAS_BACKEND``, is timed beside),
 untrained: speed does not depend on the weights. Prints best and median of ``--repeats`` runs (the best is the machine's capability,
 the median what a busy machine gives) and writes bench/results/predictor_speed.json (``-cnn`` for the convnet).
 """
@@ -74,6 +75,17 @@ def main() -> None:
     rows["10,000 float32 images (ms)"] = _times(
         lambda: predictor.predict_proba(batch_f32), args.repeats
     )
+    if args.model == "cnn":  # what the Predictor did before it ran convnets in the conv engine
+        from mnistlab.conv_predict import KerasNetwork
+
+        keras_net = KerasNetwork(model, model.input_shape, 28)
+        flat_u8 = batch_u8.reshape(len(batch_u8), -1)
+        rows["single image, through KerasNetwork (ms)"] = _times(
+            lambda: keras_net.predict(flat_u8[:1], True), args.repeats * 20
+        )
+        rows["10,000 uint8 images, through KerasNetwork (ms)"] = _times(
+            lambda: keras_net.predict(flat_u8, True), args.repeats
+        )
     rows["single image, keras model.predict (ms)"] = _times(
         lambda: model.predict(batch_f32[:1], verbose=0), args.repeats
     )
@@ -87,12 +99,13 @@ def main() -> None:
     result = {"rows": {}, "cpu_count": os.cpu_count(), "platform": platform.platform(),
               "blas": [{k: i.get(k) for k in ("internal_api", "architecture", "num_threads")}
                        for i in threadpool_info()]}  # fmt: skip
-    print(f"{'':44s} {'best':>10s} {'median':>10s}")
+    print(f"Predictor's network: {type(predictor.network).__name__}")
+    print(f"{'':48s} {'best':>10s} {'median':>10s}")
     for name, ts in rows.items():
         best, median = min(ts) * 1e3, float(np.median(ts)) * 1e3
         result["rows"][name] = {"best_ms": best, "median_ms": median}
-        print(f"{name:44s} {best:10.4f} {median:10.4f}")
-    for name in ("10,000 uint8 images (ms)", "10,000 float32 images (ms)"):
+        print(f"{name:48s} {best:10.4f} {median:10.4f}")
+    for name in [k for k in result["rows"] if k.startswith("10,000") and "model" not in k]:
         r = result["rows"][name]
         r["images_per_s_best"] = 10_000 / (r["best_ms"] / 1e3)
         print(f"{name[:-5]}: {r['images_per_s_best']:,.0f} images/s (best)")

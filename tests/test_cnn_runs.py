@@ -31,7 +31,7 @@ def test_cnn_run_is_a_complete_run(cnn_run):
     model = cnn_run.load_model()
     assert [type(x).__name__ for x in model.layers][:3] == ["Reshape", "Conv2D", "MaxPooling2D"]
     assert (cnn_run.path / "report.html").exists()
-    assert cnn_run.manifest["predictor"]["file"] is None  # a convnet is predicted through Keras
+    assert cnn_run.manifest["predictor"]["file"] is None  # no numpy predictor file for a convnet
 
 
 def test_cnn_run_evaluates_predicts_and_reruns_through_the_cli(cnn_run):

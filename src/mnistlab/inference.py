@@ -24,7 +24,6 @@ Which inputs are preprocessed:
 from __future__ import annotations
 
 import math
-import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -114,8 +113,10 @@ class Predictor:
                 image, or a forward pass that does not match the model.
         """
         input_shape, side = _square_input(model)
-        if _is_convnet(model):  # the numpy plan reads Dense chains; Keras runs a convnet
-            network, last = KerasNetwork(model, input_shape, side), _keras_activation(model)
+        if _is_convnet(model):  # the numpy plan reads Dense chains
+            from mnistlab.conv_predict import conv_network
+
+            network, last = conv_network(model, input_shape, side), _keras_activation(model)
         else:
             steps = prediction_plan(model, flat_input=len(input_shape) == 2)
             network, last = Network(steps, side * side), getattr(steps[-1] if steps else None,
@@ -413,43 +414,6 @@ def _keras_activation(model) -> str | None:
 
 def _is_convnet(model) -> bool:
     return any(type(layer).__name__ in ("Conv2D", "MaxPooling2D") for layer in model.layers)
-
-
-class KerasNetwork:
-    """A convnet's forward pass through Keras itself (the numpy plan reads Dense chains only).
-
-    Same interface as ``engine.forward.Network``: rows ``(N, S*S)`` in, probabilities out. Calls
-    run under a lock, in chunks of up to 1,024 rows through Keras' compiled predict function
-    (``predict_on_batch``; calling the model eagerly was 8x slower, measured), each chunk padded
-    with zero rows to a power of two so the backend compiles at most 11 batch shapes, not one per
-    request size; the pixels are scaled as in training (``mnistlab.model.to_input``).
-    """
-
-    compiled = False
-    _CHUNK = 1024
-
-    def __init__(self, model, input_shape: tuple, side: int):
-        self.model, self._shape = model, tuple(input_shape[1:])
-        self.input_dim, self.output_dim = side * side, int(model.output_shape[-1])
-        self._lock = threading.Lock()
-
-    def predict(self, x: np.ndarray, from_255: bool) -> np.ndarray:
-        x = np.multiply(x, np.float32(1.0 / 255.0), dtype=np.float32) if from_255 else x.astype(
-            np.float32)
-        x = x.reshape(len(x), *self._shape)
-        with self._lock:
-            parts = [self._chunk(x[i:i + self._CHUNK]) for i in range(0, len(x), self._CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.output_dim), np.float32)
-
-    def _chunk(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        size = 1 << (n - 1).bit_length()  # the next power of two
-        if size != n:
-            x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
-        return np.asarray(self.model.predict_on_batch(x), np.float32)[:n]
-
-    def to_arrays(self):
-        raise ModelError("a convnet is predicted through Keras: it has no numpy predictor file")
 
 
 def _square_input(model) -> tuple[tuple, int]:
