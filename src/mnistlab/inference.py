@@ -7,7 +7,8 @@ batches from 1,024 rows of a plain Dense chain in compiled code). That is far fa
 overhead), and it is thread-safe: a call only reads the weights and writes buffers it
 allocated itself. Construction checks the numpy forward pass against the Keras model on a
 random batch and refuses the model (``ModelError``) if they disagree or if it contains a layer
-this module does not know.
+this module does not know. A convnet runs in mnistlab's conv engine where it can, else through
+Keras (``mnistlab.conv_predict``).
 
 Which inputs are preprocessed:
 
@@ -103,7 +104,8 @@ class Predictor:
         Args:
             model: a built Keras 3 ``Sequential`` or single-input, single-output functional model
                 made of Flatten, Dense, Activation, Softmax, ReLU, BatchNormalization and
-                Dropout-like layers, whose input is ``(S, S)``, ``(S, S, 1)`` or ``(S*S,)``.
+                Dropout-like layers, or a convnet (``mnistlab.conv_predict``), whose input is
+                ``(S, S)``, ``(S, S, 1)`` or ``(S*S,)``.
             preprocess_params: defaults to ``PreprocessParams.for_size(S)``.
             class_names: defaults to ``"0"``, ``"1"``, ...
             verify: compare the numpy forward pass with the model on a random batch.

@@ -126,9 +126,9 @@ class JitLoop(SgdLoop):
                          "meanwhile")
                 return
         # A warning so that it shows without any logging set up (Python's last-resort handler
-        # prints it to stderr): the user would otherwise wait ~25 s for nothing.
+        # prints it to stderr): the user would otherwise wait ~10 s for nothing.
         log.warning(
-            "mnistlab: compiling the training loop for this machine (once, about 25 s; kept in "
+            "mnistlab: compiling the training loop for this machine (once, about 10 s; kept in "
             "%s)", jk.numba.config.CACHE_DIR,
         )
 
