@@ -328,8 +328,10 @@ def _update(t, k, cut, mom, nesterov, plain, net, buf):
 
 @kernel()
 def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
-    """A bias' SGD step: its gradient is the column sums of ``d``."""
-    tmp[:] = 0
+    """A bias' SGD step: its gradient is the column sums of ``d``. (Element loops, not ``tmp[:] =
+    0``: numba's slice assignment compiles its broadcasting machinery, ~2.5 s of the first build.)"""
+    for c in range(tmp.shape[0]):
+        tmp[c] = 0
     for r in range(d.shape[0]):
         for c in range(d.shape[1]):
             tmp[c] += d[r, c]
@@ -337,23 +339,35 @@ def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
         for c in range(b.shape[0]):
             b[c] -= tmp[c]
     else:
-        g[:] = tmp
+        for c in range(g.shape[0]):
+            g[c] = tmp[c]
         _momentum(b, g, m, mom, nesterov)
+
+
+@kernel()
+def _part(phase, t, x, scale, order, y_ord, start, k, cut, lr, mom, nesterov, plain, net, buf, pt,
+          pred):
+    """Thread ``t``'s work in one phase of the step over rows ``[start, start + k)``: 0, its half of
+    the batch forward and backward; 1, its share of the update."""
+    if phase == 0:
+        h = (k + 1) // 2
+        _half(x, scale, order, y_ord, start, t * h, min(h, k - t * h), k, lr, net, buf, pt, pred)
+    else:
+        _update(t, k, cut, mom, nesterov, plain, net, buf)
 
 
 @kernel(parallel=True, nogil=True)
 def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
     """One epoch of SGD on two threads; ``pt``/``pred`` get each sample's true-class probability
-    and predicted class (in ``order``)."""
+    and predicted class (in ``order``). One parallel loop inside the phase loop (not one per
+    phase): numba builds each parallel loop as its own function, ~2 s of the first compilation."""
     n = order.shape[0]
     for start in range(0, n, bs):
         k = min(bs, n - start)
-        h = (k + 1) // 2
-        for t in prange(2):
-            _half(x, scale, order, y_ord, start, t * h, min(h, k - t * h), k, lr, net, buf, pt,
-                  pred)
-        for t in prange(2):
-            _update(t, k, cut, mom, nesterov, plain, net, buf)
+        for phase in range(2):  # the update waits for both halves
+            for t in prange(2):
+                _part(phase, np.int64(t), x, scale, order, y_ord, start, k, cut, lr, mom,
+                      nesterov, plain, net, buf, pt, pred)
 
 
 @kernel(nogil=True)
@@ -362,12 +376,10 @@ def epoch_one(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, bu
     n = order.shape[0]
     for start in range(0, n, bs):
         k = min(bs, n - start)
-        h = (k + 1) // 2
-        for t in range(2):
-            _half(x, scale, order, y_ord, start, t * h, min(h, k - t * h), k, lr, net, buf, pt,
-                  pred)
-        for t in range(2):
-            _update(t, k, cut, mom, nesterov, plain, net, buf)
+        for phase in range(2):
+            for t in range(2):
+                _part(phase, np.int64(t), x, scale, order, y_ord, start, k, cut, lr, mom,
+                      nesterov, plain, net, buf, pt, pred)
 
 
 def _rows_in(x, s, e, scale, buf):
