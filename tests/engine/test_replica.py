@@ -114,7 +114,7 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
     x, y, _ = data
     np.savez(tmp_path / "data.npz", x=x, y=y)
     script = textwrap.dedent(f"""
-        import json, time, numpy as np, sys
+        import json, os, time, numpy as np, sys
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from test_replica import loop
         d = np.load({str(tmp_path / "data.npz")!r})
@@ -140,10 +140,12 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
         for e in range(epoch):
             warm.train_epoch(x, y, np.random.default_rng(e).permutation(len(x)), None)
         compiled_probs = net.predict(rows, True)  # the cache is complete now
-        if cold.warming.pid:  # it goes on to the convnet kernels, which this test does not need
-            import os, signal
-            os.kill(cold.warming.pid, signal.SIGTERM)
+        # it waits for this process to exit before the convnet kernels (not needed here)
+        after = str(os.getpid()) in open(f"/proc/{{cold.warming.pid}}/cmdline").read().split(chr(0))
+        import signal
+        os.kill(cold.warming.pid, signal.SIGTERM)
         print(json.dumps({{"started_on_replica": started, "replica_epochs": cold.replica_epochs,
+                          "waits_for_this_run": after,
                           "numpy_meanwhile": numpy_meanwhile, "compiled_after": bool(net.compiled),
                           "close": bool(np.allclose(numpy_probs, compiled_probs, atol=1e-5)),
                           "epochs": epoch, "same": bool((cold.w_flat == warm.w_flat).all()
@@ -155,6 +157,7 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["started_on_replica"] and result["replica_epochs"] > 0
+    assert result["waits_for_this_run"]
     assert result["numpy_meanwhile"] and result["compiled_after"] and result["close"]
     # the switching epoch and two more ran compiled
     assert result["epochs"] == result["replica_epochs"] + 3 and result["same"]

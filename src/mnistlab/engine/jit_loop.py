@@ -117,7 +117,7 @@ class JitLoop(SgdLoop):
         sgemm = Threads()._sgemm
         if not compile_now and sgemm is not None and replica.exact(self.acts[:-1]):
             try:
-                self.warming = warm.start()
+                self.warming = warm.start(training=True)
             except OSError as e:  # no cache folder to compile into: compile here, in memory
                 log.info("mnistlab: cannot compile in the background (%s)", e)
             else:

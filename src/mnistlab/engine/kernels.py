@@ -328,8 +328,8 @@ def _update(t, k, cut, mom, nesterov, plain, net, buf):
 
 @kernel()
 def _bias_step(b, g, m, d, tmp, mom, nesterov, plain):
-    """A bias' SGD step: its gradient is the column sums of ``d``. (Element loops, not ``tmp[:] =
-    0``: numba's slice assignment compiles its broadcasting machinery, ~2.5 s of the first build.)"""
+    """A bias' SGD step: its gradient is the column sums of ``d``. (Element loops, not
+    ``tmp[:] = 0``: a slice assignment compiles numba's broadcasting, ~2.5 s of the first build.)"""
     for c in range(tmp.shape[0]):
         tmp[c] = 0
     for r in range(d.shape[0]):

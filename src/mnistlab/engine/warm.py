@@ -4,12 +4,12 @@ numba compiles ``engine.kernels`` once per machine (about 10 s of one core; late
 the machine code from the cache in a fraction of a second), then the convnet engine's
 ``engine.conv_kernels`` (about 150 s more; ``mnistlab train`` on a convnet compiles them itself,
 saying so, if they are not cached yet) and the augmentation warp (a few seconds). ``start()`` runs
-that compilation in a separate, low-priority process (``python -m mnistlab.engine.warm --after
-PID``) and returns a handle whose ``ready()`` says when the training kernels are cached; meanwhile
+that compilation in a separate, low-priority process (``python -m mnistlab.engine.warm``) and
+returns a handle whose ``ready()`` says when the training kernels are cached; meanwhile
 ``JitLoop`` trains on the numpy copy of the kernels (``engine.replica``, the same bits) and
-switches at the next epoch boundary. Such a process compiles the convnet kernels only once its
-parent has exited, so that they do not slow the rest of the parent's run, and outlives it: the
-next run finds the cache complete.
+switches at the next epoch boundary. Started by a training run (``--after PID``), the process
+compiles the convnet kernels only once that run has exited, so that they do not slow the rest of
+it, and outlives it: the next run finds the cache complete.
 ``make run`` and ``make test`` start it as soon as numpy, numba and mnistlab are installed, while
 pip installs the rest; with every kernel already marked compiled it returns at once.
 
@@ -81,10 +81,11 @@ class Warming:
         return self._ready
 
 
-def start() -> Warming:
+def start(training: bool = False) -> Warming:
     """Start compiling the training kernels in the background (unless another process already
     is); return the handle to poll. The process runs in its own session, so it outlives the
-    caller if it must (the next run then finds the cache complete)."""
+    caller if it must (the next run then finds the cache complete). ``training``: the caller
+    trains meanwhile, so the convnet kernels wait until it has exited (``--after``)."""
     lock = _lock_path()
     if _locked(lock):
         return Warming(None, lock)
@@ -92,7 +93,9 @@ def start() -> Warming:
 
     env = {**os.environ, "NUMBA_CACHE_DIR": kernels.load().numba.config.CACHE_DIR}
     quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
-    argv = [sys.executable, "-m", "mnistlab.engine.warm", "--after", str(os.getpid())]
+    argv = [sys.executable, "-m", "mnistlab.engine.warm"]
+    if training:
+        argv += ["--after", str(os.getpid())]
     pid = os.posix_spawn(sys.executable, argv, env, file_actions=quiet, setsid=True)
     return Warming(pid, lock)
 
