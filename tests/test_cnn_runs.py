@@ -31,7 +31,9 @@ def test_cnn_run_is_a_complete_run(cnn_run):
     model = cnn_run.load_model()
     assert [type(x).__name__ for x in model.layers][:3] == ["Reshape", "Conv2D", "MaxPooling2D"]
     assert (cnn_run.path / "report.html").exists()
-    assert cnn_run.manifest["predictor"]["file"] is None  # no numpy predictor file for a convnet
+    # the conv engine's plan as arrays, checked against Keras on the test images at training
+    assert cnn_run.manifest["predictor"]["file"] == "predictor.npz"
+    assert cnn_run.manifest["predictor"]["checked_images"] > 0
 
 
 def test_cnn_run_evaluates_predicts_and_reruns_through_the_cli(cnn_run):

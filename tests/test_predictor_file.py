@@ -106,14 +106,33 @@ def test_batchnorm_activation_and_biasless_layers_survive_the_file(tmp_path):
 
 def test_models_the_predictor_cannot_run_get_no_file(tmp_path):
     keras.utils.set_random_seed(0)
-    cnn = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
+    cnn = keras.Sequential([  # tanh: the conv engine does not read it, Keras runs it
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="tanh"),
+        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax"),
     ])
     x = np.random.default_rng(1).integers(0, 256, (20, 8, 8), dtype=np.uint8)
     record = save_checked(cnn, tmp_path / "p.npz", x, np.zeros((20, 10), np.float32))
     assert record["file"] is None and "convnet" in record["reason"]
     assert not (tmp_path / "p.npz").exists()
+
+
+def test_a_convnet_the_conv_engine_reads_gets_a_checked_file(tmp_path):
+    from mnistlab.engine import conv_kernels
+
+    if not conv_kernels.compiled_before():
+        pytest.skip("the conv kernels are not compiled here (make test compiles them first)")
+    keras.utils.set_random_seed(0)
+    cnn = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax"),
+    ])
+    x = np.random.default_rng(1).integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    want = np.asarray(cnn.predict(x[..., None] / np.float32(255), verbose=0), np.float32)
+    record = save_checked(cnn, tmp_path / "p.npz", x, want)
+    assert record["file"] == "p.npz" and record["checked_images"] == 20
+    assert type(Predictor.from_file(tmp_path / "p.npz").network).__name__ == "EngineNetwork"
+    record = save_checked(cnn, tmp_path / "q.npz", x, want + np.float32(1e-3))  # disagrees
+    assert record["file"] is None and not (tmp_path / "q.npz").exists()
 
 
 def test_a_predictor_that_disagrees_with_keras_is_not_kept(tmp_path):

@@ -13,6 +13,7 @@ goes through Keras (``KerasNetwork``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 
 import numpy as np
@@ -20,6 +21,10 @@ import numpy as np
 from mnistlab.errors import ModelError
 
 log = logging.getLogger(__name__)
+
+
+class EngineNotReady(ModelError):
+    """A saved convnet predictor needs the conv engine's kernels, not compiled on this machine."""
 CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-5  # as ``inference.VERIFY_*``: float32 rounding only
 
 
@@ -77,9 +82,40 @@ class EngineNetwork:
         with self._lock:
             return conv_forward(self.plan, x)
 
-    def to_arrays(self):
-        raise ModelError("a convnet is predicted from its Keras model: it has no numpy predictor "
-                         "file")
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The plan as plain arrays (``engine.conv_arrays``) plus ``input_dim``."""
+        from mnistlab.engine.conv_arrays import plan_to_arrays
+
+        return {**plan_to_arrays(self.plan), "input_dim": np.array(self.input_dim, np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> EngineNetwork:
+        """The network ``to_arrays`` wrote.
+
+        Raises:
+            EngineNotReady: numba is missing or the conv kernels are not compiled here (a
+                prediction would wait ~2.5 minutes for the compiler).
+            ModelError: a malformed plan.
+        """
+        from mnistlab.engine.conv_arrays import plan_from_arrays
+
+        plan = plan_from_arrays(arrays)
+        side = math.isqrt(math.prod(plan.input_shape))
+        if side * side != math.prod(plan.input_shape) or "input_dim" not in arrays \
+                or int(arrays["input_dim"]) != side * side:
+            raise ModelError("the saved convnet's input is not a square image's S*S")
+        try:
+            from mnistlab.engine import conv_kernels
+
+            ready = conv_kernels.compiled_before()
+        except ImportError as e:
+            raise EngineNotReady(f"the saved convnet needs the conv engine: {e}") from None
+        if not ready:
+            raise EngineNotReady(
+                "the saved convnet runs in the conv engine, whose kernels are not compiled on "
+                "this machine yet; run `python -m mnistlab.engine.warm` once (~2.5 minutes), or "
+                "predict from the Keras model (--model RUN/model.keras)")
+        return cls(plan, side)
 
 
 class KerasNetwork:

@@ -158,14 +158,16 @@ class Predictor:
     @classmethod
     def from_file(cls, path, preprocess_params: PreprocessParams | None = None,
                   class_names=None) -> Predictor:
-        """A predictor from a ``predictor.npz`` written by ``save`` (numpy only, no Keras).
+        """A predictor from a ``predictor.npz`` written by ``save`` (numpy only, no Keras; a
+        convnet's runs in the conv engine, whose compiled kernels it needs).
 
         Args:
             path: the ``.npz`` file (read with ``allow_pickle=False``).
             preprocess_params, class_names: as ``from_model``.
 
         Raises:
-            ModelError: the file is missing, unreadable or not a saved predictor.
+            ModelError: the file is missing, unreadable or not a saved predictor; a convnet's
+                when the conv engine's kernels are not compiled here (``EngineNotReady``).
         """
         from mnistlab.files import load_npz
 
@@ -173,7 +175,13 @@ class Predictor:
             arrays = load_npz(path)
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise ModelError(f"cannot read the saved predictor {path}: {e}") from None
-        return cls._assemble(Network.from_arrays(arrays), preprocess_params, class_names)
+        if "conv_specs" in arrays:  # a convnet, for the conv engine
+            from mnistlab.conv_predict import EngineNetwork
+
+            network = EngineNetwork.from_arrays(arrays)
+        else:
+            network = Network.from_arrays(arrays)
+        return cls._assemble(network, preprocess_params, class_names)
 
     def save(self, path) -> None:
         """Write the network's arrays (``Network.to_arrays``) to ``path`` as an ``.npz``,
@@ -198,11 +206,15 @@ class Predictor:
             ModelError: the model is refused (see ``from_model``), or ``predictor.npz`` is
                 missing or does not match its sha256 (refused, not skipped for model.keras).
         """
+        from mnistlab.conv_predict import EngineNotReady
         from mnistlab.runs import PREDICTOR_FILE, as_run
 
         run = as_run(run)
         if model is None and PREDICTOR_FILE in run.manifest.get("files", {}):
-            return cls._from_run_file(run)
+            try:
+                return cls._from_run_file(run)
+            except EngineNotReady:  # a convnet's file, the engine not compiled here: Keras
+                pass
         return cls.from_model(run.load_model() if model is None else model,
                               preprocess_params=run.preprocess_params, class_names=run.class_names)
 
@@ -479,7 +491,8 @@ def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
     Returns:
         The record for the run's manifest: ``{"file": name, "sha256", "checked_images",
         "max_abs_diff", "rtol", "atol"}``, or ``{"file": None, "reason": why}`` when no file was
-        kept (a model the predictor cannot run, e.g. a convnet, or a mismatch).
+        kept (a model the predictor cannot run from arrays, e.g. a convnet the conv engine does
+        not read, or a mismatch).
     """
     from pathlib import Path
 
@@ -493,7 +506,11 @@ def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
         return {"file": None, "reason": str(e)}
     built.save(path)
     n = min(len(images), VERIFY_IMAGES)
-    got = Predictor.from_file(path, preprocess_params, class_names).predict_proba(images[:n])
+    try:
+        got = Predictor.from_file(path, preprocess_params, class_names).predict_proba(images[:n])
+    except ModelError as e:  # written but not readable back: not kept
+        path.unlink(missing_ok=True)
+        return {"file": None, "reason": f"the saved predictor cannot be read back: {e}"}
     want = np.asarray(expected[:n], np.float32)
     same = got.shape == want.shape and np.allclose(got, want, VERIFY_RTOL, VERIFY_ATOL)
     diff = float(np.max(np.abs(got - want), initial=0.0)) if got.shape == want.shape else None
