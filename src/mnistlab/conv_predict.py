@@ -8,6 +8,11 @@ it is checked against the model on a few images first. Measured side by side
 (``bench/predictor_speed.py --model cnn``, keras-io convnet, 10,000 uint8 images): 52,800 against
 48,400 images/s for Keras/JAX's compiled predict, one image 0.10 against 0.17 ms. Anything else
 goes through Keras (``KerasNetwork``).
+
+An ``EngineNetwork`` is saved as arrays (``to_arrays``: the plan, ``engine.conv_arrays``), so a
+convnet run has a ``predictor.npz`` like an MLP run and ``mnistlab predict`` needs no Keras;
+``from_arrays`` raises ``EngineNotReady`` where the kernels are not compiled
+(``Predictor.from_run`` then loads the Keras model instead).
 """
 
 from __future__ import annotations
