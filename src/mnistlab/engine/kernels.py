@@ -359,8 +359,8 @@ def _part(phase, t, x, scale, order, y_ord, start, k, cut, lr, mom, nesterov, pl
 @kernel(parallel=True, nogil=True)
 def epoch_two(x, scale, order, y_ord, bs, cut, lr, mom, nesterov, plain, net, buf, pt, pred):
     """One epoch of SGD on two threads; ``pt``/``pred`` get each sample's true-class probability
-    and predicted class (in ``order``). One parallel loop inside the phase loop (not one per
-    phase): numba builds each parallel loop as its own function, ~2 s of the first compilation."""
+    and predicted class (in ``order``). One parallel loop inside the phase loop, not one per
+    phase: numba compiles each parallel loop as a function of its own."""
     n = order.shape[0]
     for start in range(0, n, bs):
         k = min(bs, n - start)
