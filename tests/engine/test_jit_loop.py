@@ -143,3 +143,22 @@ def test_split_row_gives_the_first_thread_a_little_more_than_half():
     cut = jit_loop.split_row(784, [100, 64, 32, 10])
     assert cut % 16 == 0 and 392 < cut < 480
     assert jit_loop.split_row(4, [3, 2]) in range(0, 5)
+
+
+@pytest.mark.parametrize("rows", [1500, 1024, 7])  # split inside, at the end, nothing to split
+def test_validation_on_two_threads_gives_the_bits_of_one(rows):
+    rng = np.random.default_rng(5)
+    model = mlp()
+    plan = training_plan(model)
+    sgd = keras.optimizers.SGD(0.05)
+    loop = jit_loop.JitLoop(plan, sgd, 64, 784, 100, compile_now=True)
+    x = rng.random((rows, 784), dtype=np.float32)
+    loop.two = False
+    one = loop.predict(x)
+    loop.two = True
+    two = loop.predict(x)  # kernels.forward_two, on numba's threads
+    helper = loop.forward(x, 1.0, True)  # the forward pass' helper thread
+    assert one.shape == (rows, 10) and np.isfinite(one).all()
+    assert np.array_equal(one, two) and np.array_equal(one, helper)
+    expected = model.predict(x.reshape(-1, 28, 28), verbose=0)
+    np.testing.assert_allclose(two, expected, rtol=1e-4, atol=1e-6)

@@ -6,7 +6,8 @@ it supports more activations (gelu, selu, ...) and steps (BatchNormalization, Ac
 than the compiled code. From ``COMPILED_ROWS`` rows a plain Dense chain runs in
 ``CompiledForward`` instead.
 
-``CompiledForward`` is also ``fit_fast``'s per-epoch validation (``engine.jit_loop``). The rows
+``CompiledForward`` is also ``fit_fast``'s per-epoch validation on one thread (on two it is
+``kernels.forward_two``, on the training loop's own threads: ``engine.jit_loop``). The rows
 are cut into chunks of ``CHUNK``; each chunk's pixels are converted to float32 into a scratch that
 stays in cache for the first product, and both halves of the batch (split at a chunk boundary) run at
 once, one on the calling thread and one on a helper thread, the BLAS on one thread each.

@@ -189,7 +189,14 @@ class JitLoop(SgdLoop):
             out = np.empty((len(x), self.layout[-1, 2]), np.float32)
             self.replica.forward(x, _scale(x), self.w_flat, self.layout, self.acts, CHUNK, out)
             return out
-        return self.forward(x, _scale(x), self.two)
+        if not self.two or x.dtype != np.float32:
+            return self.forward(x, _scale(x), self.two)
+        # Validation (float32 rows) on numba's threads, not the forward pass' helper thread (see
+        # ``kernels.forward_two``); compiled for float32 rows only (a parallel kernel takes ~2 s).
+        out = np.empty((len(x), self.layout[-1, 2]), np.float32)
+        half = min(len(x), -(-len(x) // 2 // CHUNK) * CHUNK)
+        self.jk.forward_two(x, _scale(x), self.w_flat, self.layout, self.acts, CHUNK, half, out)
+        return out
 
 
 def _scale(x: np.ndarray) -> np.float32:

@@ -129,6 +129,8 @@ def compile_training() -> None:
         loop._run(x, y, np.arange(10), None, two)
     for rows in (x, x.astype(np.float32)):  # validation (float32) and Predictor (uint8)
         loop.predict(rows)
+    loop.two = True
+    loop.predict(x.astype(np.float32))  # validation on two threads (``kernels.forward_two``)
     from mnistlab.engine import kernels
 
     kernels.mark_compiled()
