@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,30 @@ def test_started_by_a_run_it_compiles_the_rest_only_once_the_run_has_exited(tmp_
     finally:
         run.kill()
         warm.kill()
+
+
+# the scheduling the compiler gives itself, as a new session (as ``warm.start`` spawns it) or not
+YIELD = """
+import os, sys
+if sys.argv[1] == "leader":
+    os.setsid()
+from mnistlab.engine import warm
+warm._yield_the_cores()
+with open("/proc/self/autogroup") as f:
+    print(os.sched_getscheduler(0) == os.SCHED_IDLE, f.read().split()[-1])
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="no Linux autogroups")
+def test_the_compiler_gives_way_even_to_another_sessions_run():
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", YIELD, mode], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split()
+
+    own = Path("/proc/self/autogroup")
+    before = own.read_text().split()[-1]
+    # its own session: the whole session at nice 19, or it takes half a core from other sessions
+    assert run("leader") == ["True", "19"]
+    # a session it shares with others (make's): only itself, its session as it was
+    assert run("member") == ["True", before]
+    assert own.read_text().split()[-1] == before

@@ -236,12 +236,22 @@ def _yield_the_cores() -> None:
 
     At nice 19 the compiler still took its slices from a training run's second thread: each of
     the run's two-thread steps waited at its barrier for the thread the compiler held, and its
-    first compiled epoch took 0.6-4.3 s instead of 0.11-0.13 s (measured side by side)."""
+    first compiled epoch took 0.6-4.3 s instead of 0.11-0.13 s (measured side by side).
+
+    A process ``start`` spawned leads a session of its own, and Linux (``sched_autogroup``) shares
+    the CPU between sessions first and only then between the threads inside one: SCHED_IDLE alone
+    left it ~70 % of a core against a run started from a terminal, whose two-thread epochs took
+    0.4-5.3 s instead of 0.10 (measured). So a session leader also sets its session's nice to 19
+    (its own session holds only this process); then those epochs took 0.17-0.2 s. Not in a
+    session it shares (``make``'s): that would slow everything else in it."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux
         with contextlib.suppress(OSError):
             os.nice(19)
+    if hasattr(os, "getsid") and os.getsid(0) == os.getpid():
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
+            f.write("19")
 
 
 def main() -> None:
