@@ -97,3 +97,22 @@ def test_the_compiler_gives_way_even_to_another_sessions_run():
     # a session it shares with others (make's): only itself, its session as it was
     assert run("member") == ["True", before]
     assert own.read_text().split()[-1] == before
+
+
+def test_a_process_starts_one_compilation_however_many_ask(monkeypatch):
+    """A run's loop and its Predictor both asking (the second before the first's process has taken
+    the compile lock) get the same process, not a second compiler beside the run."""
+    import signal
+
+    from mnistlab.engine import warm
+
+    monkeypatch.setattr(warm, "_locked", lambda path: False)  # the lock not taken yet
+    monkeypatch.setattr(warm, "_started", None)
+    first = warm.start(training=True)  # --after this process: it runs until we stop it
+    try:
+        assert first.pid is not None and first.running()
+        assert warm.start() is first
+    finally:
+        os.kill(first.pid, signal.SIGTERM)
+        os.waitpid(first.pid, 0)
+    assert not first.running()

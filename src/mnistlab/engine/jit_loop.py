@@ -164,24 +164,37 @@ class JitLoop(SgdLoop):
                    self.nesterov, self.m_flat is None, self.net, self.buf, self.pt[s:e],
                    self.pred[s:e])
 
-        one = self._rate[False]  # s/step on one thread, once measured
-        if not two or self.forced is not None or one is None:
+        if not two or self.forced is not None:
             call(self.jk.epoch_two if two else self.jk.epoch_one, 0, n)
             return -(-n // bs)
         # Two threads, guarded: another process may take the second core, and then an epoch on
         # two threads can take 6x one on one thread. Check after every GUARD_STEPS steps and
         # finish the epoch on one thread if two are slower (same bits either way).
-        t0, chunk = time.perf_counter(), GUARD_STEPS * bs
-        for s in range(0, n, chunk):
+        one, chunk, first = self._rate[False], GUARD_STEPS * bs, 0  # one: s/step on one thread
+        if one is None and n > 2 * chunk:  # not measured yet (the first epochs): measure it on
+            call(self.jk.epoch_one, 0, 0)  # the first steps (the code loaded before the clock)
+            call(self.jk.epoch_two, 0, 0)
+            t0, first = time.perf_counter(), chunk
+            call(self.jk.epoch_one, 0, first)
+            one = (time.perf_counter() - t0) / GUARD_STEPS
+        elif one is None:  # too short to guard
+            call(self.jk.epoch_two, 0, n)
+            return -(-n // bs)
+        t0 = time.perf_counter()
+        for s in range(first, n, chunk):
             e = min(n, s + chunk)
             call(self.jk.epoch_two, s, e)
-            per_step = (time.perf_counter() - t0) / -(-e // bs)
+            per_step = (time.perf_counter() - t0) / -(-(e - first) // bs)
             if e < n and per_step > SLOWER * one:
                 self._record(True, per_step)
                 self._recorded = True  # the two-thread rate just seen, not this mixed epoch's
                 self.two = False  # the rest of this epoch, and what it is recorded as
                 call(self.jk.epoch_one, e, n)
                 break
+        else:
+            if first and self._warm:  # the two-thread steps' rate, not the one-thread start's
+                self._record(True, (time.perf_counter() - t0) / -(-(n - first) // bs))
+                self._recorded = True
         return -(-n // bs)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -60,6 +60,18 @@ class Warming:
         self.pid, self.lock = pid, lock
         self._ready = False
 
+    def running(self) -> bool:
+        """Is the process this handle started still running?"""
+        if self.pid is None:
+            return False
+        try:
+            if os.waitpid(self.pid, os.WNOHANG)[0] == 0:
+                return True
+        except ChildProcessError:  # reaped already
+            pass
+        self.pid = None
+        return False
+
     def ready(self) -> bool:
         if self._ready:
             return True
@@ -69,16 +81,15 @@ class Warming:
             self._ready = True
             return True
         if self.pid is not None:
-            try:
-                if os.waitpid(self.pid, os.WNOHANG)[0] == 0:
-                    return False  # still compiling
-            except ChildProcessError:
-                pass  # already reaped
-            self.pid = None
+            if self.running():
+                return False  # still compiling
         elif _locked(self.lock):  # another process's compilation
             return False
         self._ready = kernels.compiled_before()
         return self._ready
+
+
+_started: Warming | None = None  # the last compilation this process started
 
 
 def start(training: bool = False) -> Warming:
@@ -86,7 +97,10 @@ def start(training: bool = False) -> Warming:
     is); return the handle to poll. The process runs in its own session, so it outlives the
     caller if it must (the next run then finds the cache complete). ``training``: the caller
     trains meanwhile, so the convnet kernels wait until it has exited (``--after``)."""
+    global _started
     lock = _lock_path()
+    if _started is not None and _started.lock == lock and _started.running():
+        return _started  # this process's own, which may not have taken the lock yet
     if _locked(lock):
         return Warming(None, lock)
     from mnistlab.engine import kernels
@@ -97,7 +111,8 @@ def start(training: bool = False) -> Warming:
     if training:
         argv += ["--after", str(os.getpid())]
     pid = os.posix_spawn(sys.executable, argv, env, file_actions=quiet, setsid=True)
-    return Warming(pid, lock)
+    _started = Warming(pid, lock)
+    return _started
 
 
 def compile_all() -> None:
