@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # The compiled engine's own dependencies (numpy, numba, threadpoolctl, as pyproject.toml pins them)
-# and mnistlab itself go in first, so that numba can compile the kernels (engine/warm.py: ~10 s
+# and mnistlab itself go in first, so that numba can compile the kernels (engine/warm.py: ~12 s
 # for the MLP loop, ~150 s more for the convnet engine, one core, SCHED_IDLE) while pip installs
 # the rest: the first `mnistlab train` then finds the compiled loop ready.
 ENGINE_DEPS = $(BIN)/python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(' '.join(d for d in deps if re.split('[^A-Za-z0-9_.-]', d)[0] in ('numpy', 'numba', 'threadpoolctl')))"

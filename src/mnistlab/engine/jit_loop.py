@@ -126,9 +126,9 @@ class JitLoop(SgdLoop):
                          "meanwhile")
                 return
         # A warning so that it shows without any logging set up (Python's last-resort handler
-        # prints it to stderr): the user would otherwise wait ~10 s for nothing.
+        # prints it to stderr): the user would otherwise wait ~12 s for nothing.
         log.warning(
-            "mnistlab: compiling the training loop for this machine (once, about 10 s; kept in "
+            "mnistlab: compiling the training loop for this machine (once, about 12 s; kept in "
             "%s)", jk.numba.config.CACHE_DIR,
         )
 
@@ -186,7 +186,8 @@ class JitLoop(SgdLoop):
             call(self.jk.epoch_two, s, e)
             per_step = (time.perf_counter() - t0) / -(-(e - first) // bs)
             if e < n and per_step > SLOWER * one:
-                self._record(True, per_step)
+                if self._warm:  # not in the first epoch (code loading, Keras' import beside it)
+                    self._record(True, per_step)
                 self._recorded = True  # the two-thread rate just seen, not this mixed epoch's
                 self.two = False  # the rest of this epoch, and what it is recorded as
                 call(self.jk.epoch_one, e, n)

@@ -72,8 +72,8 @@ def cache_dir(sgemm_int64: bool) -> Path:
 @functools.cache
 def load() -> SimpleNamespace:
     """Set numba up for this process and return the compiled kernels (``epoch_one``,
-    ``epoch_two``, ``forward_rows``, ``forward_two``, ``numba``); the first call of each kernel compiles it or
-    loads it from the cache folder.
+    ``epoch_two``, ``forward_rows``, ``forward_two``, ``numba``); the first call of each kernel
+    compiles it or loads it from the cache folder.
 
     Raises:
         ImportError: numba is missing, or numpy is not linked to an OpenBLAS with cblas_sgemm.

@@ -1,7 +1,7 @@
 """The compiled kernels' epoch and forward pass written in numpy, bit for bit.
 
-While numba compiles ``engine.kernels`` for a new machine (about 10 s, once), ``JitLoop`` trains on
-this copy and switches to the compiled code at an epoch boundary when it is ready
+While numba compiles ``engine.kernels`` for a new machine (about 11-14 s, once), ``JitLoop``
+trains on this copy and switches to the compiled code at an epoch boundary when it is ready
 (``engine.warm``). The switch must not change a bit, so this module does exactly what the kernels
 do: the same ``cblas_sgemm`` calls (same sizes, strides and alpha/beta, on one BLAS thread), the
 same float32 operations in the same order (ReLU and its gradient by comparison, the softmax's exp

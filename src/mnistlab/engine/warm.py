@@ -1,7 +1,7 @@
 """Compile the training kernels in a background process, so that nobody waits for the compiler.
 
-numba compiles ``engine.kernels`` once per machine (about 10 s of one core; later processes load
-the machine code from the cache in a fraction of a second), then the convnet engine's
+numba compiles ``engine.kernels`` once per machine (about 11-14 s of one core; later processes
+load the machine code from the cache in a fraction of a second), then the convnet engine's
 ``engine.conv_kernels`` (about 150 s more; ``mnistlab train`` on a convnet compiles them itself,
 saying so, if they are not cached yet) and the augmentation warp (a few seconds). ``start()`` runs
 that compilation in a separate, low-priority process (``python -m mnistlab.engine.warm``) and
