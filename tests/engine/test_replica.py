@@ -218,3 +218,23 @@ def test_the_first_epoch_is_guarded_too(data, monkeypatch):
     # one thread for the first steps, two for the next GUARD_STEPS, then one again
     assert guarded.used == [1, 1] and guarded._rate[True] > 0
     assert len(x) > jit_loop.GUARD_STEPS * 3  # so there was a chunk to check and a rest
+
+
+def test_while_two_threads_win_one_is_looked_at_on_an_epochs_first_steps(data, monkeypatch):
+    """The guarded loop does not spend a whole epoch on one thread to look at it again: the
+    re-trial runs the epoch's first steps on one thread (its rate kept), the rest on two."""
+    from mnistlab.engine import jit_loop
+
+    monkeypatch.setattr(jit_loop, "SLOWER", 1e9)  # the guard never trips here
+    x, y, _ = data
+    guarded, plain = loop(0.9, batch_size=1), loop(0.9, batch_size=1)  # 203 steps an epoch
+    if not guarded.two_usable:
+        pytest.skip("needs two compiled threads (OpenMP and two cores)")
+    order = np.random.default_rng(0).permutation(len(x))
+    expected = plain.train_epoch(x, y, order, None)
+    guarded._rate = {True: 1e-9, False: 1.0}  # two threads far ahead
+    guarded._warm, guarded._since = True, guarded._period  # and a re-trial due
+    assert guarded.train_epoch(x, y, order, None) == expected
+    assert state(guarded) == state(plain)
+    assert guarded.used == [2] and not guarded.sample_one
+    assert 0 < guarded._rate[False] < 1.0 and guarded._rate[True] > 1e-9  # both measured afresh

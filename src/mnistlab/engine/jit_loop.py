@@ -65,6 +65,8 @@ class JitLoop(SgdLoop):
     ``forced``: 1 or 2 to use that many threads every epoch instead of measuring (same bits).
     """
 
+    GUARDED = True
+
     def __init__(self, plan, optimizer, batch_size: int, n_in: int, n_train: int, most_threads=2,
                  forced: int | None = None, compile_now: bool = False):
         """``compile_now``: compile here if the cache lacks the kernels, instead of training on the
@@ -171,12 +173,15 @@ class JitLoop(SgdLoop):
         # two threads can take 6x one on one thread. Check after every GUARD_STEPS steps and
         # finish the epoch on one thread if two are slower (same bits either way).
         one, chunk, first = self._rate[False], GUARD_STEPS * bs, 0  # one: s/step on one thread
-        if one is None and n > 2 * chunk:  # not measured yet (the first epochs): measure it on
-            call(self.jk.epoch_one, 0, 0)  # the first steps (the code loaded before the clock)
+        sample, self.sample_one = one is None or self.sample_one, False
+        if sample and n > 2 * chunk:  # not measured yet (the first epochs) or due again: on the
+            call(self.jk.epoch_one, 0, 0)  # first steps (the code loaded before the clock)
             call(self.jk.epoch_two, 0, 0)
             t0, first = time.perf_counter(), chunk
             call(self.jk.epoch_one, 0, first)
             one = (time.perf_counter() - t0) / GUARD_STEPS
+            if self._warm:
+                self._record(False, one)
         elif one is None:  # too short to guard
             call(self.jk.epoch_two, 0, n)
             return -(-n // bs)

@@ -29,6 +29,11 @@ def _numpy(v):
 class SgdLoop:
     """Keras SGD (optionally with momentum / Nesterov) on float32 numpy parameters."""
 
+    # Do two-thread epochs check themselves against the one-thread rate as they go (``JitLoop``)?
+    # Then, while two threads are the faster, one is looked at again on an epoch's first steps
+    # (``sample_one``) rather than on a whole epoch.
+    GUARDED = False
+
     def __init__(self, plan, optimizer, batch_size: int, n_train: int, two_usable: bool,
                  forced: int | None = None):
         """``forced``: 1 or 2 threads every epoch (where two are usable) instead of measuring."""
@@ -73,6 +78,7 @@ class SgdLoop:
         self.two = two_usable  # the thread setting the last epoch settled on
         self._rate: dict[bool, float | None] = {True: None, False: None}  # s/step, last epoch
         self._since, self._period = 0, 8  # epochs since the other setting was last tried
+        self.sample_one = False  # this epoch: measure one thread on its first steps (GUARDED)
         self._warm = False  # has an epoch run already (and is its time worth comparing)?
         self._recorded = False  # did ``_run`` record this epoch's rate itself?
 
@@ -107,7 +113,8 @@ class SgdLoop:
 
     def _choose(self) -> bool:
         """Two threads this epoch? The faster setting by the last whole epoch run with each,
-        trying the other one again after 8, 16, 32... epochs while the choice holds.
+        trying the other one again after 8, 16, 32... epochs while the choice holds (a
+        ``GUARDED`` loop on two threads measures one thread on the epoch's first steps instead).
 
         Whole epochs, not a few steps: with another busy process, the scheduler shares the cores
         fairly only over tens of milliseconds, and an idle worker thread keeps spinning for a
@@ -122,6 +129,9 @@ class SgdLoop:
         if self._since > self._period:
             self._since = 0
             self._period *= 2
+            if best and self.GUARDED:
+                self.sample_one = True
+                return True
             return not best
         return best
 
