@@ -238,3 +238,30 @@ def test_while_two_threads_win_one_is_looked_at_on_an_epochs_first_steps(data, m
     assert state(guarded) == state(plain)
     assert guarded.used == [2] and not guarded.sample_one
     assert 0 < guarded._rate[False] < 1.0 and guarded._rate[True] > 1e-9  # both measured afresh
+
+
+def test_a_retrial_of_two_threads_is_checked_after_a_few_steps(data, monkeypatch):
+    """When one thread was the faster, the epoch that tries two again is checked after
+    RETRY_STEPS steps, not GUARD_STEPS: beside a busy core those steps are the slow ones."""
+    from types import SimpleNamespace
+
+    from mnistlab.engine import jit_loop
+
+    x, y, _ = data
+    guarded = loop(0.9, batch_size=1)  # 203 steps an epoch
+    if not guarded.two_usable:
+        pytest.skip("needs two compiled threads (OpenMP and two cores)")
+    monkeypatch.setattr(jit_loop, "SLOWER", 0.0)  # every check fails
+    calls = []
+    jk = guarded.jk
+
+    def two(*args):
+        calls.append(len(args[2]))  # rows of ``order`` in this call
+        return jk.epoch_two(*args)
+
+    guarded.jk = SimpleNamespace(epoch_one=jk.epoch_one, epoch_two=two)
+    guarded._rate, guarded._warm = {True: 2.0, False: 1.0}, True  # one thread was the faster
+    guarded._since = guarded._period  # and a re-trial of two is due
+    order = np.random.default_rng(0).permutation(len(x))
+    guarded.train_epoch(x, y, order, None)
+    assert calls == [jit_loop.RETRY_STEPS] and guarded.used == [1]

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 _ALIGN = 16  # the first kernel's rows are split at a multiple of this (64-byte cache lines)
 GUARD_STEPS = 32  # steps per call on two threads, between checks that two are still faster
 SLOWER = 1.25  # two threads this much slower per step than one: finish the epoch on one
+RETRY_STEPS = 8  # a re-trial of two threads (one was faster) is checked first after these steps
 
 
 def available(plan, most_threads: int = 2) -> bool:
@@ -185,9 +186,12 @@ class JitLoop(SgdLoop):
         elif one is None:  # too short to guard
             call(self.jk.epoch_two, 0, n)
             return -(-n // bs)
-        t0 = time.perf_counter()
-        for s in range(first, n, chunk):
-            e = min(n, s + chunk)
+        # A re-trial (one thread was the faster): beside a busy core its first steps cost most.
+        rates = self._rate[True], self._rate[False]
+        retrial = None not in rates and rates[0] > rates[1]
+        t0, s, size = time.perf_counter(), first, (RETRY_STEPS if retrial else GUARD_STEPS) * bs
+        while s < n:
+            e = min(n, s + size)
             call(self.jk.epoch_two, s, e)
             per_step = (time.perf_counter() - t0) / -(-(e - first) // bs)
             if e < n and per_step > SLOWER * one:
@@ -197,6 +201,7 @@ class JitLoop(SgdLoop):
                 self.two = False  # the rest of this epoch, and what it is recorded as
                 call(self.jk.epoch_one, e, n)
                 break
+            s, size = e, chunk
         else:
             if first and self._warm:  # the two-thread steps' rate, not the one-thread start's
                 self._record(True, (time.perf_counter() - t0) / -(-(n - first) // bs))
