@@ -175,14 +175,8 @@ class JitLoop(SgdLoop):
         # finish the epoch on one thread if two are slower (same bits either way).
         one, chunk, first = self._rate[False], GUARD_STEPS * bs, 0  # one: s/step on one thread
         sample, self.sample_one = one is None or self.sample_one, False
-        if sample and n > 2 * chunk:  # not measured yet (the first epochs) or due again: on the
-            call(self.jk.epoch_one, 0, 0)  # first steps (the code loaded before the clock)
-            call(self.jk.epoch_two, 0, 0)
-            t0, first = time.perf_counter(), chunk
-            call(self.jk.epoch_one, 0, first)
-            one = (time.perf_counter() - t0) / GUARD_STEPS
-            if self._warm:
-                self._record(False, one)
+        if sample and n > 2 * chunk:  # not measured yet (the first epochs) or due again
+            one, first = self._one_thread_rate(call, chunk), chunk
         elif one is None:  # too short to guard
             call(self.jk.epoch_two, 0, n)
             return -(-n // bs)
@@ -207,6 +201,18 @@ class JitLoop(SgdLoop):
                 self._record(True, (time.perf_counter() - t0) / -(-(n - first) // bs))
                 self._recorded = True
         return -(-n // bs)
+
+    def _one_thread_rate(self, call, rows: int) -> float:
+        """Train the epoch's first ``rows`` rows (GUARD_STEPS steps) on one thread; return, and
+        after the first epoch keep, their time per step (both kernels loaded before the clock)."""
+        call(self.jk.epoch_one, 0, 0)
+        call(self.jk.epoch_two, 0, 0)
+        t0 = time.perf_counter()
+        call(self.jk.epoch_one, 0, rows)
+        one = (time.perf_counter() - t0) / GUARD_STEPS
+        if self._warm:
+            self._record(False, one)
+        return one
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.replica is not None:
