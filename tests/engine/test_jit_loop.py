@@ -162,3 +162,24 @@ def test_validation_on_two_threads_gives_the_bits_of_one(rows):
     assert np.array_equal(one, two) and np.array_equal(one, helper)
     expected = model.predict(x.reshape(-1, 28, 28), verbose=0)
     np.testing.assert_allclose(two, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_validation_waits_for_its_parallel_kernel_to_be_cached(monkeypatch):
+    """Leaving the replica, the loop validates through the forward pass' helper thread until the
+    background compiler has cached ``kernels.forward_two`` (it compiles it last), then on numba's
+    threads: the same bits, and no compiling in the run's foreground meanwhile."""
+    from mnistlab.engine import kernels
+
+    model = mlp()
+    loop = jit_loop.JitLoop(training_plan(model), keras.optimizers.SGD(0.05), 64, 784, 100)
+    if not loop.two:
+        pytest.skip("needs two compiled threads (OpenMP and two cores)")
+    x = np.random.default_rng(6).random((1000, 784), dtype=np.float32)
+    expected = loop.predict(x)
+    called = []
+    monkeypatch.setattr(loop.jk, "forward_two", lambda *a: called.append(a))
+    loop.fwd_two = False
+    monkeypatch.setattr(kernels, "compiled_before", lambda *names, stage="complete": False)
+    assert np.array_equal(loop.predict(x), expected) and not called and not loop.fwd_two
+    monkeypatch.undo()
+    assert np.array_equal(loop.predict(x), expected) and loop.fwd_two

@@ -70,7 +70,7 @@ def test_replica_epochs_give_the_compiled_bits(data, momentum, nesterov, batch_s
     compiled = loop(momentum, nesterov, batch_size)
     copied = loop(momentum, nesterov, batch_size)
     copied.replica = replica.Replica(kernels_sgemm())
-    copied.warming = SimpleNamespace(ready=lambda: False)
+    copied.warming = SimpleNamespace(ready=lambda stage: False)
     for epoch in range(3):
         order = np.random.default_rng(epoch).permutation(len(x))
         a = compiled.train_epoch(x, y, order, None)
@@ -92,7 +92,7 @@ def test_switching_to_compiled_code_mid_run_keeps_every_bit(data):
     compiled, switching = loop(0.9), loop(0.9)
     switching.replica = replica.Replica(kernels_sgemm())
     ready = iter([False, False, True])
-    switching.warming = SimpleNamespace(ready=lambda: next(ready, True))
+    switching.warming = SimpleNamespace(ready=lambda stage: next(ready, True))
     for epoch in range(4):
         order = np.random.default_rng(epoch).permutation(len(x))
         assert compiled.train_epoch(x, y, order, None) == switching.train_epoch(x, y, order, None)
@@ -139,7 +139,11 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
         warm = loop(0.9)
         for e in range(epoch):
             warm.train_epoch(x, y, np.random.default_rng(e).permutation(len(x)), None)
+        while not cold.warming.ready() and time.time() - t0 < 240:  # the uint8 pass comes last
+            time.sleep(0.1)
         compiled_probs = net.predict(rows, True)  # the cache is complete now
+        val = x.astype(np.float32)
+        val_same = bool(np.array_equal(cold.predict(val), warm.predict(val)))
         # it waits for this process to exit before the convnet kernels (not needed here)
         after = str(os.getpid()) in open(f"/proc/{{cold.warming.pid}}/cmdline").read().split(chr(0))
         import signal
@@ -148,7 +152,7 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
                           "waits_for_this_run": after,
                           "numpy_meanwhile": numpy_meanwhile, "compiled_after": bool(net.compiled),
                           "close": bool(np.allclose(numpy_probs, compiled_probs, atol=1e-5)),
-                          "epochs": epoch, "same": bool((cold.w_flat == warm.w_flat).all()
+                          "val_same": val_same, "epochs": epoch, "same": bool((cold.w_flat == warm.w_flat).all()
                                                        and (cold.m_flat == warm.m_flat).all())}}))
     """)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
@@ -161,6 +165,7 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
     assert result["numpy_meanwhile"] and result["compiled_after"] and result["close"]
     # the switching epoch and two more ran compiled
     assert result["epochs"] == result["replica_epochs"] + 3 and result["same"]
+    assert result["val_same"]
 
 
 def test_a_two_thread_epoch_slower_than_one_thread_finishes_on_one_with_the_same_bits(data):

@@ -125,3 +125,36 @@ def test_a_process_starts_one_compilation_however_many_ask(monkeypatch):
         os.kill(first.pid, signal.SIGTERM)
         os.waitpid(first.pid, 0)
     assert not first.running()
+
+
+# what the kernels have been built or loaded for at each mark of ``compile_training``
+STAGED = """
+import json
+from mnistlab.engine import kernels, warm
+jk, seen = kernels.load(), {}
+def mark(stage="complete"):
+    seen[stage] = {name: [str(s[0]) for s in getattr(jk, name).signatures]
+                   for name in kernels.TRAINING}
+kernels.mark_compiled = mark
+warm.compile_training()
+print(json.dumps(seen))
+"""
+
+
+def test_the_loop_is_marked_ready_before_the_kernels_it_can_do_without():
+    """A run on the replica switches at the "loop" mark: by then the training kernels and the
+    float32 forward pass are built, while the Predictor's uint8 pass and validation's
+    ``forward_two`` (~3 s of compiling) come after it."""
+    import json
+
+    if not kernels.compiled_before():
+        pytest.skip("the kernels are not compiled here (make test compiles them first)")
+    out = subprocess.run([sys.executable, "-c", STAGED], capture_output=True, text=True,
+                         timeout=120, check=True)
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert list(seen) == ["loop", "complete"]
+    at_loop = seen["loop"]
+    assert all(at_loop[name] for name in kernels.STAGES["loop"])
+    assert at_loop["forward_two"] == [] and at_loop["forward_rows"] == ["array(float32, 2d, C)"]
+    assert "array(uint8, 2d, C)" in seen["complete"]["forward_rows"]
+    assert seen["complete"]["forward_two"]

@@ -103,8 +103,10 @@ class JitLoop(SgdLoop):
         self.forward = CompiledForward(self.w_flat, self.layout, self.acts)
         self.replica = self.warming = None
         self.replica_epochs = 0  # epochs trained on the replica before the compiled code was ready
-        if not kernels.compiled_before():
+        if not kernels.compiled_before(stage="loop"):
             self._while_compiling(jk, compile_now)
+        # validation on numba's two threads once ``forward_two`` is cached (compiled after the rest)
+        self.fwd_two = compile_now or kernels.compiled_before()
         # the thread count is measured once the compiled code runs (the probe loads a kernel)
         self.two_usable = self.two = (
             most_threads > 1 and self.replica is None and kernels.parallel_threads() > 1
@@ -136,7 +138,7 @@ class JitLoop(SgdLoop):
         )
 
     def train_epoch(self, x, y, order, rng):
-        if self.replica is not None and self.warming.ready():
+        if self.replica is not None and self.warming.ready("loop"):
             self._switch()
         if self.replica is None:
             return super().train_epoch(x, y, order, rng)
@@ -219,7 +221,11 @@ class JitLoop(SgdLoop):
             out = np.empty((len(x), self.layout[-1, 2]), np.float32)
             self.replica.forward(x, _scale(x), self.w_flat, self.layout, self.acts, CHUNK, out)
             return out
-        if not self.two or x.dtype != np.float32:
+        if not self.fwd_two:  # compiled last in the background: ready after the loop's switch
+            from mnistlab.engine import kernels
+
+            self.fwd_two = kernels.compiled_before()
+        if not self.two or x.dtype != np.float32 or not self.fwd_two:
             return self.forward(x, _scale(x), self.two)
         # Validation (float32 rows) on numba's threads, not the forward pass' helper thread (see
         # ``kernels.forward_two``); compiled for float32 rows only (a parallel kernel takes ~2 s).

@@ -448,23 +448,25 @@ def forward_two(x, scale, w_flat, layout, acts, chunk, half, out):
         forward_rows(x[s:e], scale, w_flat, layout, acts, chunk, out[s:e])
 
 
-def compiled_before(*names: str) -> bool:
-    """Are these kernels (default: the training ones, ``TRAINING``) all in the cache, compiled from
-    this file's current text (so the next call loads them instead of compiling)?
+def compiled_before(*names: str, stage: str = "complete") -> bool:
+    """Are these kernels (default: those of ``stage``) all in the cache, compiled from this file's
+    current text (so the next call loads them instead of compiling)?
 
-    ``engine.warm`` marks the cache complete once it has built every training kernel, under the
-    sha256 of this file's text, as numba keys its cache (not the file's time: a fresh checkout of
-    the same code reuses the cache)."""
+    ``engine.warm`` marks each stage (``STAGES``) once it has built its kernels, under the sha256
+    of this file's text, as numba keys its cache (not the file's time: a fresh checkout of the same
+    code reuses the cache). "loop": what the training loop needs to leave the numpy replica;
+    "complete": every training kernel (``TRAINING``)."""
     folder = _cache_folder()
-    return (folder.is_dir() and _marker(folder).is_file()
-            and all(any(folder.glob(f"kernels.{name}-*.nbi")) for name in names or TRAINING))
+    marked = _marker(folder, stage).is_file() or _marker(folder, "complete").is_file()
+    return (folder.is_dir() and marked
+            and all(any(folder.glob(f"kernels.{name}-*.nbi")) for name in names or STAGES[stage]))
 
 
-def mark_compiled() -> None:
-    """Record that every training kernel of this file's text is in the cache."""
+def mark_compiled(stage: str = "complete") -> None:
+    """Record that the kernels of ``stage`` (this file's text) are in the cache."""
     folder = _cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    _marker(folder).touch()
+    _marker(folder, stage).touch()
 
 
 def _cache_folder() -> Path:
@@ -475,14 +477,16 @@ def _cache_folder() -> Path:
         return Path(k.numba.config.CACHE_DIR)
 
 
-def _marker(folder: Path) -> Path:
+def _marker(folder: Path, stage: str) -> Path:
     import hashlib
 
-    return folder / f"complete-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}"
+    return folder / f"{stage}-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}"
 
 
-# what ``mnistlab train``'s loop calls
+# what ``mnistlab train``'s loop calls; the first three (float32 rows for ``forward_rows``) are
+# enough to leave the replica: validation waits for ``forward_two`` on the helper thread's path
 TRAINING = ("epoch_two", "epoch_one", "forward_rows", "forward_two")
+STAGES = {"loop": TRAINING[:3], "complete": TRAINING}
 
 
 def parallel_threads() -> int:

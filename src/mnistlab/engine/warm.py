@@ -54,11 +54,11 @@ def compiling() -> bool:
 
 
 class Warming:
-    """A background compilation: ``ready()`` once the training kernels are all cached."""
+    """A background compilation: ``ready(stage)`` once that stage's training kernels are cached."""
 
     def __init__(self, pid: int | None, lock: Path):
         self.pid, self.lock = pid, lock
-        self._ready = False
+        self._ready: set[str] = set()
 
     def running(self) -> bool:
         """Is the process this handle started still running?"""
@@ -72,21 +72,24 @@ class Warming:
         self.pid = None
         return False
 
-    def ready(self) -> bool:
-        if self._ready:
+    def ready(self, stage: str = "complete") -> bool:
+        """Are the training kernels of ``stage`` (``kernels.STAGES``) cached?"""
+        if stage in self._ready:
             return True
         from mnistlab.engine import kernels
 
-        if kernels.compiled_before():  # marked before the process goes on to the conv kernels
-            self._ready = True
+        # marked before the process goes on to the next stage or to the conv kernels
+        if kernels.compiled_before(stage=stage):
+            self._ready.add(stage)
             return True
         if self.pid is not None:
             if self.running():
                 return False  # still compiling
         elif _locked(self.lock):  # another process's compilation
             return False
-        self._ready = kernels.compiled_before()
-        return self._ready
+        if kernels.compiled_before(stage=stage):
+            self._ready.add(stage)
+        return stage in self._ready
 
 
 _started: Warming | None = None  # the last compilation this process started
@@ -142,12 +145,13 @@ def compile_training() -> None:
     for two in (True, False):
         loop.two = two
         loop._run(x, y, np.arange(10), None, two)
-    for rows in (x, x.astype(np.float32)):  # validation (float32) and Predictor (uint8)
-        loop.predict(rows)
-    loop.two = True
-    loop.predict(x.astype(np.float32))  # validation on two threads (``kernels.forward_two``)
     from mnistlab.engine import kernels
 
+    loop.predict(x.astype(np.float32))  # validation while ``forward_two`` is not ready
+    kernels.mark_compiled("loop")  # a run on the replica switches now (~3 s before the rest)
+    loop.predict(x)  # uint8 rows: the Predictor
+    loop.two = loop.fwd_two = True
+    loop.predict(x.astype(np.float32))  # validation on two threads (``kernels.forward_two``)
     kernels.mark_compiled()
 
 
