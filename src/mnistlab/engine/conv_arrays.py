@@ -15,11 +15,10 @@ import math
 
 import numpy as np
 
+from mnistlab.engine.conv_codes import CONV, DENSE, LINEAR, POOL, RELU, SOFTMAX
 from mnistlab.engine.conv_plan import ConvPlan, Spec
 from mnistlab.errors import ModelError
 
-CONV, POOL, DENSE = 0, 1, 2  # as conv_kernels (not imported: that would import numba)
-LINEAR, RELU, SOFTMAX = 0, 1, 2
 COLUMNS = 14
 MOST = 1 << 24  # no dimension or size of a real MNIST-sized convnet comes near this
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.engine.blas import Threads
+from mnistlab.engine.conv_codes import CONV, DENSE, LINEAR, POOL, RELU, SOFTMAX  # noqa: F401
 
 _THREADS = Threads()
 if _THREADS.sgemm_address is None:
@@ -40,10 +41,6 @@ from numba import njit, prange, types  # noqa: E402
 KIND, H, W, CI, HO, WO, CO, KH, KW, PT, PL = range(11)
 WOFF, BOFF, ACT, OUT, DOUT, IN, DIN, AUX, MOFF, RELU_DONE, DCOLS, FUSED, WINO = range(11, 24)
 NCOLS = 24
-# KIND values
-CONV, POOL, DENSE = 0, 1, 2
-# ACT values
-LINEAR, RELU, SOFTMAX = 0, 1, 2
 
 
 def cache_dir() -> Path:
