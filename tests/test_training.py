@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mnistlab.engine.fit import permutation
+from mnistlab.errors import DataError
 from mnistlab.files import load_npz
 from mnistlab.training import compare_weights, rerun
 
@@ -71,6 +72,44 @@ def test_the_split_without_sklearn_is_train_test_split(n, fraction, seed):
     train_idx, val_idx = split_train_val(np.zeros(n, np.int64), fraction, seed)
     assert np.array_equal(train_idx, want_train) and np.array_equal(val_idx, want_val)
     assert train_idx.dtype == val_idx.dtype == np.int64
+
+
+def _labels(kind, n, rng):
+    if kind == "even":  # equal classes: every remainder ties
+        return np.arange(n) % 10
+    if kind == "skewed":  # class k about k+1 times as common
+        return rng.choice(10, n, p=np.arange(1, 11) / 55)
+    return rng.choice([3, 7, 11], n)  # labels that are not 0..C-1
+
+
+@pytest.mark.parametrize("kind", ["even", "skewed", "sparse"])
+@pytest.mark.parametrize("n", [40, 101, 1797, 5000])
+@pytest.mark.parametrize(("fraction", "seed"), [(0.3, 111), (0.2, 1), (0.05, 7), (0.5, 2**31 - 1)])
+def test_the_stratified_split_without_sklearn_is_train_test_split(kind, n, fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    from mnistlab.data.split import split_train_val
+
+    labels = _labels(kind, n, np.random.default_rng(n + seed))
+    try:
+        want = train_test_split(np.arange(n), test_size=fraction, random_state=seed,
+                                stratify=labels)
+    except ValueError:  # too few of a class, or too few images for every class in both parts
+        with pytest.raises(DataError, match="data.stratify=false"):
+            split_train_val(labels, fraction, seed, stratify=True)
+        return
+    got = split_train_val(labels, fraction, seed, stratify=True)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert got[0].dtype == got[1].dtype == np.int64
+
+
+def test_a_stratified_split_refuses_a_class_of_one_image():
+    from mnistlab.data.split import split_train_val
+
+    with pytest.raises(DataError, match=r"class\(es\) \[9\] have a single image"):
+        split_train_val(np.array([0, 0, 1, 1, 0, 1, 9, 0, 1, 0]), 0.3, 1, stratify=True)
+    with pytest.raises(DataError, match="cannot each hold all 2 classes"):
+        split_train_val(np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 1]), 0.1, 1, stratify=True)
 
 
 def test_every_epoch_gets_a_new_seeded_order():
