@@ -36,6 +36,43 @@ def test_digits():
     assert ds.x_train.max() == 255 and "seed 0" in ds.notes and "no official test split" in ds.notes
 
 
+# the digits dataset as loaded here, and as the tutorial-style code would with scikit-learn
+DIGITS_BOTH_WAYS = """
+import json, sys
+import numpy as np
+from mnistlab.data import load_dataset
+ds = load_dataset("digits")
+imported = "sklearn" in sys.modules
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+d = load_digits()
+x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+tr, te = train_test_split(np.arange(len(x)), test_size=0.2, random_state=0, stratify=d.target)
+same = (np.array_equal(ds.x_train, x[np.sort(tr)]) and np.array_equal(ds.x_test, x[np.sort(te)])
+        and np.array_equal(ds.y_train, d.target[np.sort(tr)])
+        and np.array_equal(ds.y_test, d.target[np.sort(te)]))
+print(json.dumps({"imported_sklearn": imported, "same": bool(same)}))
+"""
+
+
+def test_digits_are_sklearns_without_importing_it():
+    """Read from scikit-learn's own file as ``load_digits`` reads it, split as its stratified
+    ``train_test_split`` splits (seed 0, 20 %, sorted), and no sklearn import (~1.2 s)."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", DIGITS_BOTH_WAYS], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == {"imported_sklearn": False, "same": True}
+
+
+def test_digits_without_sklearn_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # what an uninstalled package looks like
+    with pytest.raises(DataError, match="pip install scikit-learn"):
+        load_dataset("digits")
+    assert sources.availability("digits")[0] is False
+
+
 def test_mnist_sample():
     ds = load_dataset("mnist_sample")
     _check_layout(ds)
