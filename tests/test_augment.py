@@ -35,6 +35,26 @@ def test_identity_flip_and_whole_pixel_shifts_are_exact():
     assert np.array_equal(down[:, 1:], IMAGES[:, :-1]) and not down[:, 0].any()
 
 
+def test_an_epochs_images_warped_on_two_threads_are_the_one_threads(monkeypatch):
+    """Above ``SPLIT_AT`` images a half the warp runs on a second thread: the same bits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnistlab import augment
+
+    images = np.random.default_rng(1).integers(0, 256, (3001, 28, 28), dtype=np.uint8)
+    t = draw(ON, len(images), seed=5, epoch=3)
+    used = []
+    monkeypatch.setattr(ThreadPoolExecutor, "submit",
+                        lambda pool, *a, _submit=ThreadPoolExecutor.submit: used.append(1)
+                        or _submit(pool, *a))
+    monkeypatch.setattr(augment, "_cores", lambda: 2)
+    two = transform(images, t)
+    monkeypatch.setattr(augment, "SPLIT_AT", len(images))
+    one = transform(images, t)
+    assert used == [1] and np.array_equal(one, two) and one.dtype == np.float32
+    assert not np.allclose(two, images / np.float32(255))  # the images were transformed
+
+
 def test_erasing_blanks_exactly_its_rectangle():
     n = len(IMAGES)  # 12 rows, 10 columns
     t = _still(n, dx=1 / 10)
