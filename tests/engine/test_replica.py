@@ -152,8 +152,9 @@ def test_a_cold_cache_trains_on_the_replica_and_switches_when_compiled(tmp_path,
                           "waits_for_this_run": after,
                           "numpy_meanwhile": numpy_meanwhile, "compiled_after": bool(net.compiled),
                           "close": bool(np.allclose(numpy_probs, compiled_probs, atol=1e-5)),
-                          "val_same": val_same, "epochs": epoch, "same": bool((cold.w_flat == warm.w_flat).all()
-                                                       and (cold.m_flat == warm.m_flat).all())}}))
+                          "val_same": val_same, "epochs": epoch,
+                          "same": bool((cold.w_flat == warm.w_flat).all()
+                                       and (cold.m_flat == warm.m_flat).all())}}))
     """)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
