@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnistlab.engine import conv_kernels, kernels
@@ -158,3 +159,80 @@ def test_the_loop_is_marked_ready_before_the_kernels_it_can_do_without():
     assert at_loop["forward_two"] == [] and at_loop["forward_rows"] == ["array(float32, 2d, C)"]
     assert "array(uint8, 2d, C)" in seen["complete"]["forward_rows"]
     assert seen["complete"]["forward_two"]
+
+
+# the conv kernels' cheapest part, compiled for real into an empty cache
+PART = """
+from mnistlab.engine import conv_kernels as K, warm
+print(K.compiled_before("reduce_adam"), K.compiled_before())
+warm.compile_conv(("reduce_adam",))
+print(K.compiled_before("reduce_adam"), K.compiled_before("reduce_sgd"), K.compiled_before())
+"""
+
+
+def test_conv_kernels_are_marked_part_by_part(tmp_path):
+    """A part compiled is marked as such; the cache is complete only once every part is."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", PART], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    assert out == ["False", "False", "True", "False", "False"]
+
+
+def test_an_unknown_part_is_refused_before_compiling_anything():
+    from mnistlab.engine import warm
+
+    with pytest.raises(ValueError, match="gradients-int8.*parts are"):
+        warm.compile_conv(("reduce_adam", "gradients-int8"))
+
+
+def test_a_convnet_run_asks_for_the_parts_it_calls():
+    from mnistlab.engine.conv_loop import parts_needed
+
+    u8, f32 = np.zeros((2, 4), np.uint8), np.zeros((2, 4), np.float32)
+    assert parts_needed(u8, u8, adam=True) == ("gradients-uint8", "predict-uint8", "reduce_adam")
+    # augmented epochs (float32) validated on the uint8 set
+    assert parts_needed(f32, u8, adam=True) == ("gradients-float32", "predict-uint8",
+                                                "reduce_adam")
+    assert parts_needed(f32, f32[:0], adam=False) == ("gradients-float32", "reduce_sgd")
+
+
+# a convnet trained for one epoch into an empty cache, the background compilation noted instead
+COLD_CONV = """
+import json, os
+import numpy as np
+import keras
+from mnistlab.engine import conv_kernels as K, warm
+from mnistlab.engine.conv_loop import fit_conv
+started = []
+warm.start = lambda training=False: started.append(training)
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                          keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                          keras.layers.Dense(3, activation="softmax")])
+model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), np.arange(40) % 3
+h = fit_conv(model, x[:32], y[:32], x[32:], y[32:], epochs=1, batch_size=16, seed=0)
+print(json.dumps({"parts": {p: K.compiled_before(p) for p in K.PARTS},
+                  "complete": K.compiled_before(), "started": started,
+                  "val": h["val_accuracy"]}))
+"""
+
+
+@pytest.mark.slow
+def test_a_convnet_run_on_a_new_machine_compiles_only_what_it_calls(tmp_path):
+    """The first convnet run compiles its own parts (uint8 images, Adam: ~60 % of the whole),
+    says so, trains, and leaves the rest to the background process (after it has exited)."""
+    import json
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", COLD_CONV], env=env, capture_output=True,
+                         text=True, timeout=900, check=True)
+    assert "compiling the convnet training code for this machine" in out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["parts"] == {"gradients-uint8": True, "predict-uint8": True,
+                             "gradients-float32": False, "predict-float32": False,
+                             "reduce_adam": True, "reduce_sgd": False}
+    assert seen["complete"] is False
+    assert seen["started"] == [True]  # --after this run
+    assert len(seen["val"]) == 1

@@ -874,21 +874,35 @@ def predict(x, scale, chunk, params, layout, keep, scratch, iscratch, out):
             out[r0 : r0 + m] = s[last[OUT] : last[OUT] + m * classes].reshape(m, classes)
 
 
-def compiled_before() -> bool:
-    """Are the training kernels in numba's cache, compiled from this file's current text?
+# What ``engine.warm.compile_conv`` builds, part by part: a training run compiles only the parts it
+# calls before its first epoch (its images' type, its optimizer), the rest in the background.
+PARTS = ("gradients-uint8", "predict-uint8", "gradients-float32", "predict-float32",
+         "reduce_adam", "reduce_sgd")
 
-    ``engine.warm`` marks the cache complete once it has built them, under the sha256 of this
-    file's text, as numba keys its cache (a fresh checkout of the same code reuses it)."""
+
+def compiled_before(*parts: str) -> bool:
+    """Are these parts of the kernels (``PARTS``; default: all of them) in numba's cache, compiled
+    from this file's current text?
+
+    ``engine.warm`` marks each part once it has built it, and the cache complete once it has built
+    them all, under the sha256 of this file's text, as numba keys its cache (a fresh checkout of
+    the same code reuses it)."""
     folder = _cache_folder()
-    return (folder.is_dir() and _marker(folder).is_file()
-            and any(folder.glob("conv_kernels.gradients-*.nbi")))
+    if not folder.is_dir():
+        return False
+    complete = _marker(folder).is_file()
+    return all((complete or _marker(folder, part).is_file())
+               and any(folder.glob(f"conv_kernels.{part.split('-')[0]}-*.nbi"))
+               for part in parts or PARTS)
 
 
-def mark_compiled() -> None:
-    """Record that the training kernels of this file's text are in the cache."""
+def mark_compiled(*parts: str) -> None:
+    """Record that these parts (default: all, the cache complete) of this file's text are in the
+    cache."""
     folder = _cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
-    _marker(folder).touch()
+    for part in parts or ("complete",):
+        _marker(folder, part).touch()
 
 
 def _cache_folder() -> Path:
@@ -898,10 +912,10 @@ def _cache_folder() -> Path:
         return Path(numba.config.CACHE_DIR or cache_dir())
 
 
-def _marker(folder: Path) -> Path:
+def _marker(folder: Path, part: str = "complete") -> Path:
     import hashlib
 
-    return folder / f"complete-conv-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}"
+    return folder / f"{part}-conv-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}"
 
 
 def worker_threads(most: int) -> int:

@@ -23,9 +23,11 @@ the thread count either.
 The arithmetic runs in numba-compiled kernels (``mnistlab.engine.conv_kernels``) on two worker
 threads, a chunk of 8 images at a time: 3x3 convolutions with 8 or more input channels as
 Winograd F(2x2, 3x3) (16 OpenBLAS sgemms on transformed tiles), the others as im2col plus one
-sgemm. The first call on a machine compiles them (about 2.5 minutes of one core, or done
-beforehand by ``python -m mnistlab.engine.warm``; a warning on
-``logging.getLogger("mnistlab.engine")`` says so) and caches the machine code.
+sgemm. The first call on a machine compiles the parts it calls (``parts_needed``: its images'
+type and its optimizer, about 60 % of the whole, ~1.5 minutes of one core; a warning on
+``logging.getLogger("mnistlab.engine")`` says so), caches the machine code and leaves the rest to
+a background process once it has exited; ``python -m mnistlab.engine.warm`` does it all
+beforehand.
 
 Public functions:
 
@@ -224,15 +226,30 @@ def _validate(x_train, y_train, x_val, y_val, plan: ConvPlan):
     return x, scale, y, xv, yv
 
 
-def _compiled(K) -> None:
-    """Make sure the kernels are compiled (they are cached per machine), saying so if not."""
-    if not K.compiled_before():
-        from mnistlab.engine import warm
+def parts_needed(x: np.ndarray, xv: np.ndarray, adam: bool) -> tuple[str, ...]:
+    """The parts of the compiled kernels (``conv_kernels.PARTS``) training on rows ``x`` with
+    validation rows ``xv`` (may be empty) calls."""
+    parts = [f"gradients-{x.dtype}", "reduce_adam" if adam else "reduce_sgd"]
+    if len(xv):
+        parts.insert(1, f"predict-{xv.dtype}")
+    return tuple(parts)
 
-        # a warning, so that it shows without any logging set up: the user waits for it
-        log.warning("mnistlab: compiling the convnet training code for this machine (once, "
-                    "about 3 minutes; kept in %s)", K.numba.config.CACHE_DIR)
-        warm.compile_conv_once()
+
+def _compiled(K, parts: tuple[str, ...]) -> None:
+    """Make sure the kernels this run calls are compiled (they are cached per machine), saying so
+    if not; the rest is compiled in the background once this process has exited."""
+    if K.compiled_before(*parts):
+        return
+    from mnistlab.engine import warm
+
+    # a warning, so that it shows without any logging set up: the user waits for it
+    log.warning("mnistlab: compiling the convnet training code for this machine (once, "
+                "about 2 minutes; kept in %s)", K.numba.config.CACHE_DIR)
+    warm.compile_conv_once(parts)
+    try:
+        warm.start(training=True)
+    except OSError as e:  # no cache folder: a later run compiles what it needs
+        log.info("mnistlab: cannot compile the other kernels in the background (%s)", e)
 
 
 def fit_conv(
@@ -269,7 +286,7 @@ def fit_conv(
     if optimizer is None:
         raise ModelError("pass optimizer=... or compile the model with one first")
     optim = Optim(optimizer, plan)
-    _compiled(K)
+    _compiled(K, parts_needed(x, xv, optim.adam))
     target = loss_targets(model, plan.classes)
     trainer = _Trainer(plan, optim, batch_size, threads, target)
     keras_cbs = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]

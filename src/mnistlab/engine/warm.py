@@ -2,8 +2,9 @@
 
 numba compiles ``engine.kernels`` once per machine (about 11-14 s of one core; later processes
 load the machine code from the cache in a fraction of a second), then the convnet engine's
-``engine.conv_kernels`` (about 150 s more; ``mnistlab train`` on a convnet compiles them itself,
-saying so, if they are not cached yet) and the augmentation warp (a few seconds). ``start()`` runs
+``engine.conv_kernels`` (about 150 s more; ``mnistlab train`` on a convnet compiles the parts it
+calls itself, saying so, if they are not cached yet, and starts this for the rest) and the
+augmentation warp (a few seconds). ``start()`` runs
 that compilation in a separate, low-priority process (``python -m mnistlab.engine.warm``) and
 returns a handle whose ``ready()`` says when the training kernels are cached; meanwhile
 ``JitLoop`` trains on the numpy copy of the kernels (``engine.replica``, the same bits) and
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sys
 from pathlib import Path
@@ -155,12 +157,14 @@ def compile_training() -> None:
     kernels.mark_compiled()
 
 
-def compile_conv() -> None:
-    """Compile (or load) the conv engine's training and prediction kernels, with the argument
-    types ``fit_conv`` uses (uint8 and float32 images), on a tiny convnet; then mark them."""
+def compile_conv(parts: tuple[str, ...] = ()) -> None:
+    """Compile (or load) the conv engine's kernels, ``parts`` of them (``conv_kernels.PARTS``;
+    default: all) with the argument types ``fit_conv`` uses, on a tiny convnet; mark each part
+    once it is built, and the cache complete once every part is."""
     from mnistlab.engine import conv_kernels as K
     from mnistlab.engine.conv_plan import ConvPlan, Spec
 
+    todo = parts or K.PARTS
     rng = np.random.default_rng(0)
     specs = [
         Spec(K.CONV, (6, 6, 1), (4, 4, 2), (3, 3), (0, 0), K.RELU, 0.0, np.zeros((3, 3, 1, 2)),
@@ -179,15 +183,27 @@ def compile_conv() -> None:
     drop = np.array([12345, 0, plan.mask_units], np.int64)
     m, v = np.zeros(size, np.float32), np.zeros(size, np.float32)
     x8 = rng.integers(0, 256, (4, 36), dtype=np.uint8)
-    for x, scale in ((x8, np.float32(1 / 255)), (x8.astype(np.float32), np.float32(1))):
-        K.gradients(x, y, idx, scale, chunk, plan.params, layout, plan.keep, drop, s, si,
-                    partial, stats, np.array([0.9, 0.1 / 3], np.float32))
-        K.predict(x, scale, chunk, plan.params, layout, plan.keep, s, si,
-                  np.empty((4, 3), np.float32))
     f = np.float32
-    K.reduce_adam(partial, 2, plan.params, m, v, f(1e-3), f(0.9), f(0.999), f(1e-7))
-    K.reduce_sgd(partial, 2, plan.params, m, f(0.01), f(0.9), False)
-    K.mark_compiled()
+    calls = {"reduce_adam": lambda: K.reduce_adam(partial, 2, plan.params, m, v, f(1e-3), f(0.9),
+                                                  f(0.999), f(1e-7)),
+             "reduce_sgd": lambda: K.reduce_sgd(partial, 2, plan.params, m, f(0.01), f(0.9),
+                                                False)}
+    for x, scale in ((x8, f(1 / 255)), (x8.astype(np.float32), f(1))):
+        calls[f"gradients-{x.dtype}"] = functools.partial(
+            K.gradients, x, y, idx, scale, chunk, plan.params, layout, plan.keep, drop, s, si,
+            partial, stats, np.array([0.9, 0.1 / 3], np.float32))
+        calls[f"predict-{x.dtype}"] = functools.partial(
+            K.predict, x, scale, chunk, plan.params, layout, plan.keep, s, si,
+            np.empty((4, 3), np.float32))
+    unknown = set(todo) - set(calls)
+    if unknown:
+        raise ValueError(f"no such part of the conv kernels: {sorted(unknown)}; "
+                         f"parts are {K.PARTS}")
+    for part in todo:
+        calls[part]()
+        K.mark_compiled(part)
+    if K.compiled_before(*K.PARTS):
+        K.mark_compiled()
 
 
 def compile_augment() -> None:
@@ -234,20 +250,20 @@ def warm_keras() -> None:
         done.touch()
 
 
-def compile_conv_once() -> None:
-    """``compile_conv`` under the compile lock, unless another process has meanwhile (the lock
-    waits for a background compilation to finish instead of compiling the same code twice)."""
+def compile_conv_once(parts: tuple[str, ...] = ()) -> None:
+    """``compile_conv(parts)`` under the compile lock, unless another process has meanwhile (the
+    lock waits for a background compilation to finish instead of compiling the same code twice)."""
     from mnistlab.engine import conv_kernels as K
 
     try:
         lock = open(_lock_path(), "a+")  # noqa: SIM115 (held across the compilation)
     except OSError:  # no writable cache folder: numba compiles in memory
-        compile_conv()
+        compile_conv(parts)
         return
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not K.compiled_before():
-            compile_conv()
+        if not K.compiled_before(*parts):
+            compile_conv(parts)
 
 
 def _yield_the_cores() -> None:
