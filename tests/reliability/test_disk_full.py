@@ -142,6 +142,7 @@ _SAVE_SWEEP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # about 16 s each: fills a small file system step by step
 @pytest.mark.parametrize("name, staging", [("model.h5", "stage"), ("model.keras", "direct")])
 def test_model_save_on_a_full_disk_is_a_clean_error_not_a_crash(small_fs, name, staging):
     """HDF5 writing straight onto a disk that fills up mid-file can kill the process (SIGSEGV in
