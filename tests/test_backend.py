@@ -63,7 +63,7 @@ def test_figures_still_import_after_keras(name):
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.mark.slow  # about 18 s: two fresh processes with empty JAX caches
+@pytest.mark.slow  # about 18 s: warm-up, a run and warm-up again into an empty JAX cache
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs `apt-get install dataset-fashion-mnist`")
 def test_warm_keras_leaves_nothing_for_a_first_run_to_compile(tmp_path):
     """``python -m mnistlab.engine.warm keras`` (make run's set-up) caches every XLA program a

@@ -88,7 +88,7 @@ def _mnistlab(*args, **kw):
                           capture_output=True, text=True, timeout=600, **kw)
 
 
-@pytest.mark.slow  # about 50 s: a convnet trained three times on TensorFlow
+@pytest.mark.slow  # about 50 s: convnet runs on TensorFlow, whole, cut and resumed
 @needs_tf
 def test_a_convnet_trains_resumes_and_reruns_bit_identically_on_tensorflow(tmp_path):
     whole = _mnistlab(*ARGS, "--out", str(tmp_path / "whole"))

@@ -83,7 +83,7 @@ def test_cnn_onnx_export_matches_keras(cnn_run):
     assert "labels agree 100.00%" in res.output
 
 
-@pytest.mark.slow  # about 30 s: bfloat16 convnets on Keras, three runs
+@pytest.mark.slow  # about 30 s: bfloat16 convnet runs, whole, cut and resumed
 def test_mixed_bfloat16_convnet_trains_and_resumes_bit_identically(tmp_path):
     cfg = load_config("cnn", data__dataset="digits", overrides=[
         *CNN, 'train.precision="mixed_bfloat16"', "train.learning_rate=0.01"])
