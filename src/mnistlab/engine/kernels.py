@@ -82,8 +82,11 @@ def load() -> SimpleNamespace:
     if threads.sgemm_address is None:
         raise ImportError("numpy is not linked to an OpenBLAS with cblas_sgemm")
     import llvmlite.binding as llvm
-    import numba
     from numba import types
+
+    from mnistlab.engine.numba_import import numba as _numba
+
+    numba = _numba()
     from numba.extending import overload
 
     if not os.environ.get("NUMBA_CACHE_DIR"):  # read when a kernel is set up for caching
