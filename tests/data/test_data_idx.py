@@ -27,6 +27,7 @@ def test_round_trip_images_and_labels(tmp_path, gz):
         out = idx.read_idx(path, kind)
         assert out.dtype == np.uint8 and out.shape == array.shape
         np.testing.assert_array_equal(out, array)
+        assert not out.flags.writeable  # read from a raw file into an array or not, the same
 
 
 @pytest.mark.parametrize("gz", [False, True])
