@@ -401,7 +401,9 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     # Select on uint8. The fast loop scales each batch itself, Keras fit one epoch at a time (no
     # float32 copy of the training set: 170-190 MB less on full-size data); validation and
     # multi-device training take floats.
-    x, xv = ds.x_train[train_idx], to_input(ds.x_train[val_idx])
+    x, xv = ds.x_train[train_idx], ds.x_train[val_idx]
+    if not head:  # the head start scales them beside the engine's load (``PlanFit``)
+        xv = to_input(xv)
     if parallel:
         x = to_input(x)
     y, yv = ds.y_train[train_idx], ds.y_train[val_idx]
