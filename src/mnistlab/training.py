@@ -467,19 +467,28 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
 
 def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
     """Evaluate on the test set, save the model files and mark the run complete."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from mnistlab.evaluation import evaluate_model
     from mnistlab.inference import save_checked
 
-    metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
-    metrics["learning"] = check_learning(rows, y_val, ds.num_classes, config.train.learning_rate)
-    write_json(run.file("metrics.json"), metrics)
-    write_text(run.file("classification_report.txt"), report_text)
-    with ThreadPoolExecutor(1) as pool:  # zlib releases the GIL: compress while Keras saves
-        saving = pool.submit(save_npz, run.file("predictions.npz"), probabilities=probs,
-                             labels=ds.y_test, predicted=probs.argmax(axis=1).astype(np.int64),
-                             images=ds.x_test)
+    with ThreadPoolExecutor(1) as pool:  # zlib releases the GIL: compress while Keras works
+        probs_ready, predicted_ready = Future(), Future()  # the test images go first, meanwhile
+        saving = pool.submit(save_npz, run.file("predictions.npz"), images=ds.x_test,
+                             labels=ds.y_test, probabilities=probs_ready, predicted=predicted_ready)
+        try:
+            metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test,
+                                                         ds.class_names)
+            probs_ready.set_result(probs)
+            predicted_ready.set_result(probs.argmax(axis=1).astype(np.int64))
+        finally:  # after an error the writer stops (no file) and the error goes up
+            for ready in (probs_ready, predicted_ready):
+                if not ready.done():
+                    ready.set_exception(RuntimeError("the evaluation did not finish"))
+        metrics["learning"] = check_learning(rows, y_val, ds.num_classes,
+                                             config.train.learning_rate)
+        write_json(run.file("metrics.json"), metrics)
+        write_text(run.file("classification_report.txt"), report_text)
         files = _save_model_files(run, model)
         predictor = save_checked(model, run.file(PREDICTOR_FILE), ds.x_test, probs,
                                  preprocess_params=run.preprocess_params,

@@ -102,6 +102,33 @@ def test_npz_writer_failing_keeps_the_checkpoint(tmp_path):
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["checkpoint.npz"]
 
 
+def test_npz_members_may_wait_for_their_arrays(tmp_path):
+    from concurrent.futures import Future
+
+    later = Future()
+    later.set_result(np.arange(6, dtype=np.float32).reshape(2, 3))
+    images = np.zeros((100, 28, 28), np.uint8)
+    save_npz(tmp_path / "p.npz", images=images, probabilities=later)
+    with np.load(tmp_path / "p.npz") as f:
+        assert list(f.keys()) == ["images", "probabilities"]
+        np.testing.assert_array_equal(f["images"], images)
+        np.testing.assert_array_equal(f["probabilities"], later.result())
+    assert (tmp_path / "p.npz").stat().st_size < images.nbytes // 10  # deflated
+
+
+def test_npz_array_that_never_comes_keeps_the_old_file(tmp_path):
+    from concurrent.futures import Future
+
+    target = tmp_path / "predictions.npz"
+    save_npz(target, w=np.arange(10.0))
+    before = target.read_bytes()
+    failed = Future()
+    failed.set_exception(RuntimeError("the evaluation did not finish"))
+    with pytest.raises(RuntimeError, match="did not finish"):
+        save_npz(target, images=np.zeros((50, 28, 28), np.uint8), probabilities=failed)
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ["predictions.npz"]
+
+
 def test_written_files_get_the_usual_permissions(tmp_path):
     """An atomic write must not change who can read an artifact: a plain ``open(..., "w")`` gives
     0o666 minus the umask, so must we (tempfile.mkstemp alone would give 0o600)."""
