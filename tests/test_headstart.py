@@ -1,6 +1,9 @@
 """Runs that start training before Keras is loaded (``mnistlab.headstart``) end with the same bits
 as runs trained through ``fit_fast`` on the Keras model."""
 
+import os
+import threading
+
 import numpy as np
 import pytest
 
@@ -67,3 +70,41 @@ def test_an_error_building_the_keras_model_reaches_the_caller(tmp_path, monkeypa
     monkeypatch.setattr(mnistlab.model, "build_model", broken)
     with pytest.raises(ConfigError, match="no model today"):
         train(_cfg(), out=tmp_path, report=False)
+
+
+def _nice(thread_id: int) -> int:
+    with open(f"/proc/self/task/{thread_id}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priority here")
+def test_a_yielding_import_gets_nice_19_and_the_rest_keep_theirs():
+    from mnistlab.headstart import _yield_to_training
+
+    hold = threading.Event()
+    thread = threading.Thread(target=hold.wait)
+    thread.start()
+    try:
+        before = _nice(threading.get_native_id())
+        assert _nice(thread.native_id) == before
+        assert _yield_to_training(thread)
+        assert _nice(thread.native_id) == 19 and _nice(threading.get_native_id()) == before
+    finally:
+        hold.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("first_epoch_threads", [1, 2])
+def test_the_import_yields_only_when_two_threads_lost(tmp_path, monkeypatch, first_epoch_threads):
+    # The loop picks one thread for the first epoch as it does beside a busy process (two
+    # threads slower than one); on an idle machine it picks two, and the import keeps its nice.
+    from mnistlab.engine import kernels
+    from mnistlab.engine.sgd_loop import SgdLoop
+
+    if kernels.parallel_threads() < 2:
+        pytest.skip("one core here: the loop never tries two threads")
+    monkeypatch.setattr(SgdLoop, "_choose", lambda self: first_epoch_threads == 2)
+    run = train(_cfg(), out=tmp_path, report=False)
+    engine = run.manifest["engine"]
+    assert engine["threads_used"][0] == first_epoch_threads
+    assert engine["keras_import_yielded"] is (first_epoch_threads == 1)

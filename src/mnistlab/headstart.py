@@ -52,6 +52,7 @@ class HeadStart:
         n_in = int(np.prod(image_shape))
         self.arrays = mlp_weights(config.model.hidden, n_in, num_classes, config.seed)
         self.fitting = None  # engine.fit.PlanFit, once training starts
+        self.import_yielded = False  # did the Keras thread get nice 19 (``_yield_to_training``)?
         self._model = self._error = None
         self._thread = threading.Thread(
             target=self._build, args=(tuple(image_shape), num_classes, steps_per_epoch),
@@ -101,11 +102,15 @@ class HeadStart:
             stop = on_epoch_end(epoch, self.fitting.epoch(epoch))
             # Only after the first epoch: loading the compiled kernels from numba's cache needs
             # the GIL, which the import would take turns at; the later epochs release it.
-            self._start()
+            if self._start() and loop.two_usable and loop.used[-1] == 1:
+                # Two threads lost to one: another process has the other core. The import then
+                # takes its turn after the training, not a third of both cores during it.
+                self.import_yielded = _yield_to_training(self._thread)
             if stop:
                 break
         loop.forced = None
-        return {**self.fitting.engine, "started_without_keras": True}
+        return {**self.fitting.engine, "started_without_keras": True,
+                "keras_import_yielded": self.import_yielded}
 
     def checkpoint_values(self) -> tuple[list, list]:
         """What ``save_checkpoint`` would write from the Keras model now: the weights, then the
@@ -119,9 +124,12 @@ class HeadStart:
                     for m, a in zip(np.split(loop.m_flat, sizes), weights, strict=True)]
         return weights, opt
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Start the Keras thread unless it has started; True if this call started it."""
         if self._thread.ident is None:
             self._thread.start()
+            return True
+        return False
 
     def wait(self) -> None:
         """Wait for the Keras thread to finish (whether or not it succeeded), if it started."""
@@ -142,3 +150,23 @@ class HeadStart:
             loop.optimizer = model.optimizer
             loop.write_back(self.fitting.steps)
         return model
+
+
+def _yield_to_training(thread: threading.Thread) -> bool:
+    """Give ``thread`` (the Keras import) nice 19, on Linux where a thread has its own; True if
+    it now has it.
+
+    Only when another process keeps the second core busy (``fit`` asks): the import then no
+    longer takes a third of both cores' time from the training thread (beside a busy loop, epochs
+    2-4 took 2.3-2.8x the one-thread median, ``bench/busy_core.py``) but runs when the training
+    waits for it, after the last epoch. The threads it starts (XLA's) inherit the value; they, too,
+    run only while the training waits for them. On an idle machine nothing changes: there, giving
+    it nice 19 made whole runs ~0.1 s slower (8 pairs, noisy).
+    """
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread.native_id, 19)
+    except (AttributeError, OSError):  # no per-thread priority here: the import as it was
+        return False
+    return True
