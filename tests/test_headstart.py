@@ -106,5 +106,5 @@ def test_the_import_yields_only_when_two_threads_lost(tmp_path, monkeypatch, fir
     monkeypatch.setattr(SgdLoop, "_choose", lambda self: first_epoch_threads == 2)
     run = train(_cfg(), out=tmp_path, report=False)
     engine = run.manifest["engine"]
-    assert engine["threads_used"][0] == first_epoch_threads
-    assert engine["keras_import_yielded"] is (first_epoch_threads == 1)
+    assert engine["threads_used"][0] == first_epoch_threads, engine
+    assert engine["keras_import_yielded"] is (first_epoch_threads == 1), engine

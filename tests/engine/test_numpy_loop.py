@@ -153,13 +153,18 @@ def test_a_blas_limit_already_in_force_is_respected_and_kept(images):
 
 
 def test_thread_setting_follows_whole_epoch_rates_and_looks_again_later():
+    from threadpoolctl import threadpool_limits
+
     from mnistlab.engine.numpy_loop import NumpyLoop
     from mnistlab.engine.plan import training_plan
 
     model = tutorial_mlp()
     opt = keras.optimizers.SGD(0.01)
     opt.build(model.trainable_variables)
-    loop = NumpyLoop(training_plan(model), opt, 32, 784, 100, 0)
+    # The loop's probe leaves OpenBLAS on one thread for the caller's limit to undo (fit_fast's):
+    # undo it here too, or every later loop in this process sees one thread.
+    with threadpool_limits(limits=None, user_api="blas"):
+        loop = NumpyLoop(training_plan(model), opt, 32, 784, 100, 0)
     if not loop.threads.usable:
         pytest.skip("one core or no pthreads OpenBLAS: nothing to choose")
     picks = []
