@@ -159,9 +159,10 @@ def _yield_to_training(thread: threading.Thread) -> bool:
     Only when another process keeps the second core busy (``fit`` asks): the import then no
     longer takes a third of both cores' time from the training thread (beside a busy loop, epochs
     2-4 took 2.3-2.8x the one-thread median, ``bench/busy_core.py``) but runs when the training
-    waits for it, after the last epoch. The threads it starts (XLA's) inherit the value; they, too,
-    run only while the training waits for them. On an idle machine nothing changes: there, giving
-    it nice 19 made whole runs ~0.1 s slower (8 pairs, noisy).
+    waits for it, after the last epoch. The threads it starts (XLA's) inherit the value: beside
+    the busy loop the finish took 0.28-0.32 s against 0.23-0.29 s (three pairs), the whole runs
+    12.6-12.8 s against 12.3-12.9 s. Not on an idle machine: there nice 19 made whole runs ~0.15 s
+    slower (medians of 8 alternating pairs, 7.51 against 7.35 s; noisy).
     """
     import os
 
