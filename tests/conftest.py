@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # JAX's compilation cache, shared by this session's processes but not with the user's own.
 os.environ.setdefault("MNISTLAB_JAX_CACHE", tempfile.mkdtemp(prefix="mnistlab-test-jax-"))
+# Templates of Keras' model files (mnistlab.keras_files): this session's own, not the user's.
+os.environ.setdefault("MNISTLAB_KERAS_FILES", tempfile.mkdtemp(prefix="mnistlab-test-keras-files-"))
 
 
 @pytest.fixture(scope="session")

@@ -69,11 +69,13 @@ def test_warm_keras_leaves_nothing_for_a_first_run_to_compile(tmp_path):
     """``python -m mnistlab.engine.warm keras`` (make run's set-up) caches every XLA program a
     first tutorial run on 28x28 images compiles (a real ``mnistlab train`` process, on another
     seed), and the second call does nothing."""
-    env = {**os.environ, "KERAS_BACKEND": "jax", "MNISTLAB_JAX_CACHE": str(tmp_path / "jax")}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "MNISTLAB_JAX_CACHE": str(tmp_path / "jax"),
+           "MNISTLAB_KERAS_FILES": str(tmp_path / "templates")}
     warm = [sys.executable, "-m", "mnistlab.engine.warm", "keras"]
     subprocess.run(warm, env=env, check=True, capture_output=True)
     marks = list((tmp_path / "jax").glob("warmed-keras*"))
     assert len(marks) == 1
+    assert len(list((tmp_path / "templates").iterdir())) == 1  # the tutorial model's files
     entries = {p.name for p in (tmp_path / "jax").iterdir()}
     run = subprocess.run(
         [sys.executable, "-m", "mnistlab", "train", "--dataset", "fashion_mnist", "--epochs", "1",
@@ -83,6 +85,13 @@ def test_warm_keras_leaves_nothing_for_a_first_run_to_compile(tmp_path):
     hits = [line for line in run.stderr.splitlines() if "cache hit" in line]
     assert compiled and len(hits) == len(compiled), "\n".join(compiled)
     assert {p.name for p in (tmp_path / "jax").iterdir()} == entries  # nothing new written
+    # the tutorial's own seed: its Keras files come from the template warm-up kept, no Keras
+    subprocess.run(
+        [sys.executable, "-m", "mnistlab", "train", "--dataset", "fashion_mnist", "--epochs", "1",
+         "--no-report", "--quiet", "--out", str(tmp_path / "tutorial")],
+        env=env, capture_output=True, text=True, check=True)
+    (made,) = (tmp_path / "tutorial").iterdir()
+    assert json.loads((made / "manifest.json").read_text())["model_files"] == "template"
     before = marks[0].stat().st_mtime_ns
     subprocess.run(warm, env=env, check=True, capture_output=True)  # already done: returns
     assert {p.name for p in (tmp_path / "jax").iterdir()} == entries

@@ -142,7 +142,7 @@ def test_a_predictor_that_disagrees_with_keras_is_not_kept(tmp_path):
     x = np.random.default_rng(1).integers(0, 256, (20, 8, 8), dtype=np.uint8)
     wrong = mlp.predict(x / 255.0, verbose=0) + np.float32(1e-3)
     record = save_checked(mlp, tmp_path / "p.npz", x, wrong)
-    assert record["file"] is None and "differs from the Keras model on 20 test images" in record["reason"]
+    assert record["file"] is None and "differs from the model on 20 test images" in record["reason"]
     assert not (tmp_path / "p.npz").exists()
 
 

@@ -225,6 +225,15 @@ def test_a_rerun_of_a_run_from_another_compiled_loop_version_says_why_bits_may_d
     assert "trained by Keras fit" in note and "with mnistlab's conv engine" in note
 
 
+def test_a_rerun_of_a_run_whose_test_probabilities_came_from_keras_says_so(digits_run):
+    from mnistlab.training import _probabilities_note
+
+    assert digits_run.metrics["probabilities"] == "compiled loop"
+    assert _probabilities_note(digits_run.metrics, digits_run.metrics) is None
+    note = _probabilities_note({}, digits_run.metrics)  # recorded before the field existed
+    assert "came from Keras' predict" in note and "with the compiled loop's forward" in note
+
+
 def test_runs_record_the_compiled_loops_numerics(digits_run):
     from mnistlab.engine.kernels import NUMERICS
 

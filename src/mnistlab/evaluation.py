@@ -1,7 +1,8 @@
 """Test-set metrics: loss, accuracy, per-class precision/recall/F1, confusion matrix.
 
-Training and ``mnistlab evaluate`` both call ``evaluate_model``, so a saved model evaluated later
-gives exactly the figures training recorded.
+Training and ``mnistlab evaluate`` compute the probabilities the same way (Keras' ``predict``, or
+for a run the compiled loop trained its forward pass: ``mnistlab.finish``), so a run evaluated
+later gives exactly the figures training recorded.
 """
 
 from __future__ import annotations
@@ -160,7 +161,25 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
     ds = load_dataset(dataset or "mnist", path=data_path, mirrors=mirrors)
     model = load_model_file(model_path) if model_path else r.load_model()
     check_model_fits(model, ds.image_shape, ds.num_classes)
-    metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    if not model_path and (r.metrics or {}).get("probabilities") == "compiled loop":
+        # as training computed them (``mnistlab.finish``): the same figures, bit for bit
+        metrics, text = evaluate_on_loop(model, ds.x_test, ds.y_test, ds.class_names)
+    else:
+        metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    return metrics, text
+
+
+def evaluate_on_loop(model, images: np.ndarray, labels: np.ndarray, class_names):
+    """``evaluate_model`` with the compiled training loop's forward pass instead of Keras'
+    ``predict`` (``engine.forward.loop_probabilities``). Returns ``(metrics, report_text)``."""
+    from mnistlab.engine.forward import loop_probabilities
+    from mnistlab.engine.plan import to_numpy, training_plan
+
+    layers = [(to_numpy(d.kernel), None if d.bias is None else to_numpy(d.bias), d.activation)
+              for d in training_plan(model)]
+    probs = loop_probabilities(layers, to_input(images).reshape(len(images), -1))
+    metrics, text = compute_metrics(probs, labels, class_names)
+    metrics["probabilities"] = "compiled loop"
     return metrics, text
 
 

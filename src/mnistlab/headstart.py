@@ -46,11 +46,15 @@ class HeadStart:
 
     def __init__(self, config: Config, image_shape: tuple[int, ...], num_classes: int,
                  steps_per_epoch: int):
+        from mnistlab import keras_files
         from mnistlab.engine.init import mlp_weights
 
         self.config = config
         n_in = int(np.prod(image_shape))
         self.arrays = mlp_weights(config.model.hidden, n_in, num_classes, config.seed)
+        # Keras' files for this model, kept by an earlier run: then Keras is not imported at all
+        self.template = keras_files.Template.load(
+            keras_files.key(config, image_shape, num_classes))
         self.fitting = None  # engine.fit.PlanFit, once training starts
         self.import_yielded = False  # did the Keras thread get nice 19 (``_yield_to_training``)?
         self._model = self._error = None
@@ -85,10 +89,9 @@ class HeadStart:
         from mnistlab.engine.plan import Dense
 
         m, t = self.config.model, self.config.train
-        names = [f"dense{i}" for i in range(1, len(m.hidden) + 1)] + ["output"]
-        acts = [m.activation] * (len(names) - 1) + ["softmax"]
+        acts = [m.activation] * len(m.hidden) + ["softmax"]
         plan = [Dense(name, self.arrays[2 * i], self.arrays[2 * i + 1], act, None)
-                for i, (name, act) in enumerate(zip(names, acts, strict=True))]
+                for i, (name, act) in enumerate(zip(self.layer_names, acts, strict=True))]
         sgd = SgdSettings(float(np.float32(t.learning_rate)), t.momentum, t.nesterov)
         self.fitting = PlanFit(plan, sgd, x, y, xv, yv, batch_size=t.batch_size,
                                seed=self.config.seed, shuffle=t.shuffle)
@@ -124,8 +127,33 @@ class HeadStart:
                     for m, a in zip(np.split(loop.m_flat, sizes), weights, strict=True)]
         return weights, opt
 
-    def _start(self) -> bool:
-        """Start the Keras thread unless it has started; True if this call started it."""
+    @property
+    def layer_names(self) -> list[str]:
+        """The Dense layers' names, as ``model.build_model`` names them."""
+        return [f"dense{i}" for i in range(1, len(self.config.model.hidden) + 1)] + ["output"]
+
+    def layers(self) -> list[tuple]:
+        """``(kernel, bias, activation)`` per Dense layer, the arrays as trained so far."""
+        m = self.config.model
+        acts = [m.activation] * len(m.hidden) + ["softmax"]
+        loop = self.fitting.loop
+        return list(zip(loop.w, loop.b, acts, strict=True))
+
+    def keras_free(self) -> bool:
+        """Can the run finish without Keras: the compiled loop trained it (whose forward pass
+        gives the test probabilities) and a template of its Keras files fits its arrays?"""
+        if self.template is None or self.fitting is None or not self.fitting.steps:
+            return False
+        if self.fitting.engine.get("path") != "compiled":
+            return False
+        weights, opt = self.checkpoint_values()
+        return self.template.arrays_fit([*weights, *opt])
+
+    def _start(self, needed: bool = False) -> bool:
+        """Start the Keras thread unless it has started (or a template makes Keras unneeded,
+        unless ``needed``); True if this call started it."""
+        if self.template is not None and not needed:
+            return False
         if self._thread.ident is None:
             self._thread.start()
             return True
@@ -139,7 +167,7 @@ class HeadStart:
     def model(self):
         """The Keras model (waiting for its thread), holding the trained weights if any epoch
         ran. Raises what building it raised."""
-        self._start()  # if training stopped before it did
+        self._start(needed=True)  # if training stopped before it did, or never needed it
         self._thread.join()
         if self._error is not None:
             raise self._error

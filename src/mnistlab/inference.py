@@ -477,7 +477,8 @@ def _to_unit(flat: np.ndarray) -> np.ndarray:
 
 
 def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
-                 preprocess_params: PreprocessParams | None = None, class_names=None) -> dict:
+                 preprocess_params: PreprocessParams | None = None, class_names=None,
+                 built: Predictor | None = None) -> dict:
     """Write ``model``'s numpy predictor to ``path`` if it can serve the model and, read back
     from the file, reproduces the model's probabilities.
 
@@ -485,8 +486,10 @@ def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
         model: the trained Keras model.
         path: where to write the ``.npz`` (atomically).
         images: uint8 ``(N, S, S)`` test images, 0-255; the first ``VERIFY_IMAGES`` are checked.
-        expected: float32 ``(N, C)``, the Keras model's probabilities for ``images``.
+        expected: float32 ``(N, C)``, the run's probabilities for ``images`` (Keras', or the
+            compiled loop's forward pass: ``mnistlab.finish``).
         preprocess_params, class_names: as ``Predictor.from_model``.
+        built: the predictor to save, if made without ``model`` (which is then not read).
 
     Returns:
         The record for the run's manifest: ``{"file": name, "sha256", "checked_images",
@@ -502,7 +505,8 @@ def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
     try:
         # No random-batch check through Keras (an eager call: ~0.17 s of every run's finish):
         # the file read back is checked against ``expected`` below, on real images.
-        built = Predictor.from_model(model, preprocess_params, class_names, verify=False)
+        if built is None:
+            built = Predictor.from_model(model, preprocess_params, class_names, verify=False)
         built.network.to_arrays()
     except ModelError as e:
         return {"file": None, "reason": str(e)}
@@ -518,7 +522,7 @@ def save_checked(model, path, images: np.ndarray, expected: np.ndarray, *,
     diff = float(np.max(np.abs(got - want), initial=0.0)) if got.shape == want.shape else None
     if not same:
         path.unlink(missing_ok=True)
-        return {"file": None, "reason": f"the saved predictor differs from the Keras model on "
+        return {"file": None, "reason": f"the saved predictor differs from the model on "
                 f"{n} test images (max abs difference {diff}, shapes {got.shape}, {want.shape})"}
     return {"file": path.name, "sha256": sha256_file(path), "checked_images": n,
             "max_abs_diff": diff, "rtol": VERIFY_RTOL, "atol": VERIFY_ATOL}

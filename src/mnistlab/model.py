@@ -105,7 +105,10 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         for layer in layers[:-1]:  # the softmax and the loss stay float32
             layer.dtype_policy = keras.dtype_policies.get(precision)
     if cfg.api == "sequential":
-        return keras.Sequential([keras.Input(shape=tuple(input_shape)), *layers], name=name)
+        # Named, as the functional model's is: Keras' default name counts the inputs this
+        # process made before ("input_layer_3"), and the saved config would carry it.
+        return keras.Sequential([keras.Input(shape=tuple(input_shape), name="image"), *layers],
+                                name=name)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     for layer in layers:
@@ -131,11 +134,16 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int | None = None):
 
             raise ConfigError("train.schedule = \"cosine\" needs the number of steps per epoch")
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.epochs * steps_per_epoch)
+    # Named: Keras' default name counts the optimizers this process made ("sgd_1"), and the
+    # saved files would carry it.
+    name = cfg.optimizer
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, name=name)
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
-    return keras.optimizers.RMSprop(lr, rho=cfg.rho, momentum=cfg.momentum, epsilon=cfg.epsilon)
+        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon,
+                                     name=name)
+    return keras.optimizers.RMSprop(lr, rho=cfg.rho, momentum=cfg.momentum, epsilon=cfg.epsilon,
+                                    name=name)
 
 
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int | None = None):

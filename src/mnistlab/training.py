@@ -9,7 +9,6 @@ and record everything needed to report, predict, serve, export or rerun.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import platform
@@ -17,12 +16,12 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from mnistlab import keras_files
 from mnistlab.backend import without_tensorflow
 from mnistlab.config import Config, label, resolve_data_path, to_toml
 from mnistlab.data import Dataset, load_dataset
@@ -30,12 +29,12 @@ from mnistlab.data.split import split_train_val
 from mnistlab.engine import fit_fast
 from mnistlab.epochs import conv_epoch, fit_epoch, keras_kind, trains_conv, trains_fast
 from mnistlab.errors import TrainingError, TrainingInterrupted
-from mnistlab.files import load_npz, save_npz, save_with, sha256_file, write_json, write_text
+from mnistlab.files import load_npz, save_npz, write_text
+from mnistlab.finish import finish_run
 from mnistlab.headstart import HeadStart, starts_without_keras
-from mnistlab.health import check_learning
 from mnistlab.preprocess import PreprocessParams
 from mnistlab.runlock import RunGuard
-from mnistlab.runs import PREDICTOR_FILE, Run, create_run_dir, history_csv, utc_now
+from mnistlab.runs import Run, create_run_dir, history_csv, utc_now
 
 Progress = Callable[[int, int, dict], None]
 
@@ -174,32 +173,6 @@ class _EpochEnd:
         return self.stopper.should_stop(logs) or self.stop.received is not None
 
     on_epoch_end = __call__  # the hook name fit_fast calls on plain callback objects
-
-
-def _save_model_files(run: Run, model) -> dict:
-    """Write model.keras, model.h5, architecture.json/.yaml and summary.txt; return sha256s."""
-    import yaml
-
-    from mnistlab.model import summary_text
-
-    save_with(run.file("model.keras"), lambda p: model.save(p), suffix=".keras")
-    # Keras warns (through absl logging) that HDF5 is a legacy format; the tutorial saves .h5, so we
-    # keep it on purpose and silence that one warning.
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            save_with(run.file("model.h5"), lambda p: model.save(p), suffix=".h5",
-                      stage_in_memory=True)
-    finally:
-        absl.setLevel(level)
-    arch = model.to_json()
-    write_text(run.file("architecture.json"), json.dumps(json.loads(arch), indent=2) + "\n")
-    write_text(run.file("architecture.yaml"), yaml.safe_dump(json.loads(arch), sort_keys=False))
-    write_text(run.file("summary.txt"), summary_text(model) + "\n")
-    return {name: sha256_file(run.file(name)) for name in ("model.keras", "model.h5")}
 
 
 def _start_run(config: Config, ds: Dataset, out, command, guard: RunGuard | None = None) -> Run:
@@ -452,10 +425,11 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
             parallel.stop()
         if head_start is not None:  # its thread changes sys.modules while it imports Keras
             head_start.wait()
-    if head_start is not None:  # the Keras model, holding the trained weights
-        model = head_start.model()
+    if head_start is not None and not head_start.keras_free():
+        model = head_start.model()  # the Keras model, holding the trained weights
     t0 = time.perf_counter()
-    _finish(run, model, ds, rows, ds.y_train[val_idx], config, started)
+    key = keras_files.key(config, ds.image_shape, c) if starts_without_keras(config) else None
+    finish_run(run, model, ds, rows, ds.y_train[val_idx], config, started, key)
     timings = {**on_epoch_end.timings, "finish_s": time.perf_counter() - t0}
     run.update(timings={k: round(v, 3) for k, v in timings.items()})
     if config.report.enabled if report is None else report:
@@ -463,43 +437,6 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
 
         build_report(run.path)
     return run
-
-
-def _finish(run: Run, model, ds: Dataset, rows: list[dict], y_val, config: Config, started: float):
-    """Evaluate on the test set, save the model files and mark the run complete."""
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from mnistlab.evaluation import evaluate_model
-    from mnistlab.inference import save_checked
-
-    with ThreadPoolExecutor(1) as pool:  # zlib releases the GIL: compress while Keras works
-        probs_ready, predicted_ready = Future(), Future()  # the test images go first, meanwhile
-        saving = pool.submit(save_npz, run.file("predictions.npz"), images=ds.x_test,
-                             labels=ds.y_test, probabilities=probs_ready, predicted=predicted_ready)
-        try:
-            metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test,
-                                                         ds.class_names)
-            probs_ready.set_result(probs)
-            predicted_ready.set_result(probs.argmax(axis=1).astype(np.int64))
-        finally:  # after an error the writer stops (no file) and the error goes up
-            for ready in (probs_ready, predicted_ready):
-                if not ready.done():
-                    ready.set_exception(RuntimeError("the evaluation did not finish"))
-        metrics["learning"] = check_learning(rows, y_val, ds.num_classes,
-                                             config.train.learning_rate)
-        write_json(run.file("metrics.json"), metrics)
-        write_text(run.file("classification_report.txt"), report_text)
-        files = _save_model_files(run, model)
-        predictor = save_checked(model, run.file(PREDICTOR_FILE), ds.x_test, probs,
-                                 preprocess_params=run.preprocess_params,
-                                 class_names=ds.class_names)
-        saving.result()  # its error (a full disk) is raised here, before the run is complete
-    if predictor["file"]:
-        files[PREDICTOR_FILE] = predictor.pop("sha256")
-    elapsed = time.time() - started + float(run.manifest.get("duration_s") or 0.0)
-    run.update(status="complete", finished=utc_now(), duration_s=round(elapsed, 3), files=files,
-               test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"],
-               learning=metrics["learning"], predictor=predictor)
 
 
 def _train_loop(model, x, y, xv, yv, num_classes, config: Config, start_epoch: int, on_epoch_end,
@@ -572,8 +509,24 @@ def rerun(path: Run | str | Path, *, out: str | Path | None = None,
         "metrics_identical": all(was.get(k) == now.get(k) for k in keys),
         "old_accuracy": was.get("test_accuracy"),
         "new_accuracy": now.get("test_accuracy"),
-        "note": _numerics_note(old.manifest.get("engine"), new.manifest.get("engine")),
+        "note": (_numerics_note(old.manifest.get("engine"), new.manifest.get("engine"))
+                 or _probabilities_note(was, now)),
     }
+
+
+def _probabilities_note(was: dict, now: dict) -> str | None:
+    """Why a rerun's test metrics may differ in their last digits though its weights do not:
+    the original run's test probabilities came from Keras' ``predict``, the new one's from the
+    compiled loop's forward pass (``mnistlab.finish``; runs before 2026-12-02)."""
+    names = {"keras": "Keras' predict", "compiled loop": "the compiled loop's forward pass"}
+    before, after = was.get("probabilities", "keras"), now.get("probabilities", "keras")
+    if before == after:
+        return None
+    before, after = names.get(before, before), names.get(after, after)
+    return (f"the original run's test probabilities came from {before}; this version of mnistlab "
+            f"computes them with {after}, whose last bits differ, so the test metrics may differ "
+            "in their last digits. Rerun the new run to check that this version reproduces "
+            "itself")
 
 
 _ENGINES = {"Keras fit": "Keras fit", "conv": "mnistlab's conv engine",

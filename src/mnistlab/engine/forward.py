@@ -89,16 +89,7 @@ class CompiledForward:
         """From ``(kernel (in, out), bias (out,) or None, activation name)`` per Dense layer, the
         last one a softmax. Raises KeyError for an activation the compiled code lacks, and
         ImportError without numba or numpy's OpenBLAS."""
-        parts, rows, off = [], [], 0
-        for kernel, bias, _ in layers:
-            rows.append([off, *kernel.shape, -1 if bias is None else off + kernel.size])
-            parts.append(np.asarray(kernel, np.float32).ravel())
-            off += kernel.size
-            if bias is not None:
-                parts.append(np.asarray(bias, np.float32))
-                off += bias.size
-        acts = [COMPILED_ACTIVATIONS[a] for _, _, a in layers[:-1]] + [0]
-        return cls(np.concatenate(parts), np.array(rows, np.int64), np.array(acts, np.int64))
+        return cls(*flat_layers(layers))
 
     def __call__(self, x: np.ndarray, scale: float, two: bool) -> np.ndarray:
         """Probabilities ``(N, C)`` of C-contiguous rows ``x`` (float32 or uint8), each value
@@ -114,6 +105,54 @@ class CompiledForward:
         elif len(x):
             self._kernel(x, *args, out)
         return out
+
+
+def flat_layers(layers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(w_flat, layout, acts)`` as ``engine.kernels`` takes them, from ``(kernel, bias or None,
+    activation name)`` per Dense layer (the last a softmax). Raises KeyError for an activation
+    the compiled code lacks."""
+    parts, rows, off = [], [], 0
+    for kernel, bias, _ in layers:
+        rows.append([off, *kernel.shape, -1 if bias is None else off + kernel.size])
+        parts.append(np.asarray(kernel, np.float32).ravel())
+        off += kernel.size
+        if bias is not None:
+            parts.append(np.asarray(bias, np.float32))
+            off += bias.size
+    acts = [COMPILED_ACTIVATIONS[a] for _, _, a in layers[:-1]] + [0]
+    return np.concatenate(parts), np.array(rows, np.int64), np.array(acts, np.int64)
+
+
+def loop_probabilities(layers, x: np.ndarray) -> np.ndarray:
+    """Probabilities float32 ``(N, C)`` of float32 rows ``x`` (``to_input``'s [0, 1]) computed as
+    the compiled training loop's validation computes them: ``kernels.forward_rows`` when numba's
+    cache has the loop's kernels, else their numpy replica (``engine.replica``), which gives the
+    same bits; on two threads or one, the same bits too. The test metrics of a run the compiled
+    loop trained come from here, at training and in ``mnistlab evaluate``: the same figures
+    whichever process computes them, with Keras loaded or not.
+
+    Args:
+        layers: ``(kernel, bias or None, activation name)`` per Dense layer, the last a softmax.
+        x: ``(N, D)`` float32 rows.
+
+    Raises:
+        ImportError: no numba or no OpenBLAS ``cblas_sgemm`` here.
+        KeyError: an activation the compiled code lacks.
+    """
+    from mnistlab.engine import kernels, replica
+    from mnistlab.engine.blas import available_cores
+
+    w_flat, layout, acts = flat_layers(layers)
+    x = np.ascontiguousarray(x, np.float32)
+    blas = _blas()
+    if kernels.compiled_before(stage="loop") or blas._sgemm is None or not replica.exact(acts[:-1]):
+        forward = CompiledForward(w_flat, layout, acts)  # compiles here if need be
+        with _BIG_BATCH, blas.single():
+            return forward(x, 1.0, two=available_cores() > 1)
+    out = np.empty((len(x), int(layout[-1, 2])), np.float32)
+    with _BIG_BATCH, blas.single():
+        replica.Replica(blas._sgemm).forward(x, np.float32(1), w_flat, layout, acts, CHUNK, out)
+    return out
 
 
 class Network:

@@ -222,28 +222,38 @@ def warm_keras() -> None:
     a first tutorial run on 28x28 images would compile: one per initializer shape when the model
     is built (~2 s of its start-up), the step counter's update after an epoch, the test set's
     prediction in batches of 2,048 (10,000 test images, as MNIST and Fashion-MNIST have) and the
-    Predictor's check. Nothing to do on another backend or with the cache switched off."""
+    Predictor's check. Nothing to do on another backend or with the cache switched off. Also
+    keeps the template of the tutorial model's Keras files (``mnistlab.keras_files``), so that a
+    first tutorial run on 28x28 images (the default seed) finishes without importing Keras."""
     from importlib.metadata import version
 
+    from mnistlab import keras_files
     from mnistlab.backend import compile_cache_dir, import_keras
+    from mnistlab.config import Config
 
-    folder = compile_cache_dir()
-    if os.environ.get("KERAS_BACKEND") != "jax" or folder is None:
+    if os.environ.get("KERAS_BACKEND") != "jax":
         return
-    done = folder / f"warmed-keras{version('keras')}-jax{version('jax')}"
-    if done.is_file():
+    folder = compile_cache_dir()
+    done = folder / f"warmed-keras{version('keras')}-jax{version('jax')}" if folder else None
+    config = Config()
+    key = keras_files.key(config, (28, 28), 10)
+    template = keras_files.folder() is not None and keras_files.Template.load(key) is None
+    if (done is None or done.is_file()) and not template:
         return
     import_keras()
-    from mnistlab.config import Config
     from mnistlab.evaluation import predict_proba
     from mnistlab.inference import Predictor
     from mnistlab.model import build_model, compile_model
 
-    config = Config()
     model = build_model(config.model, (28, 28), 10, seed=config.seed)
     compile_model(model, config.train, 1)
     counter = model.optimizer.iterations  # the fast loop adds each epoch's steps (write_back)
     counter.assign(counter + 1)
+    model.optimizer.build(model.trainable_variables)
+    if template:  # the tutorial's first run then finishes without Keras (mnistlab.keras_files)
+        keras_files.make_from_model(key, model)
+    if done is None or done.is_file():
+        return
     predict_proba(model, np.zeros((10_000, 28, 28), np.uint8))
     Predictor.from_model(model)
     with contextlib.suppress(OSError):
