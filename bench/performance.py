@@ -13,6 +13,11 @@ and reports s/epoch (median over epochs 2..50, validation included), wall, test 
 training data, peak RSS for 5 vs 50 epochs (memory must not grow with epochs), the time from the
 process' start to the first epoch and the finishing time (the run's manifest, ``timings``), and a
 run with an empty numba cache against one with the cache it left (the first run on a machine).
+Each seed's timed run comes after an untimed one-epoch run of the same model, which keeps the
+template of its Keras files (``mnistlab.keras_files``): the timed run finishes without Keras, as
+every run of a model after its first does. A run with the templates off
+(``mnistlab_keras_imported``: Keras imported beside the first epochs, as a model's first run
+does) alternates with it.
 
 Run:  .venv/bin/python bench/performance.py [--repeats 3] [--skip-tutorial]
 Writes bench/results/performance-<time>.json.
@@ -30,7 +35,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "KERAS_BACKEND": "jax"}
+# Templates of Keras' model files (``mnistlab.keras_files``) in a folder of this sitting's own: a
+# seed's first (untimed) run keeps one, its timed runs finish without Keras.
+ENV = {**os.environ, "KERAS_BACKEND": "jax",
+       "MNISTLAB_KERAS_FILES": tempfile.mkdtemp(prefix="mnistlab-bench-keras-files-")}
+KERAS_LOADED = {**ENV, "MNISTLAB_KERAS_FILES": "off"}  # the first run of a model: Keras imported
 
 
 def run_rss(cmd: list[str], env=None) -> tuple[str, float, float]:
@@ -66,7 +75,8 @@ def mnistlab_train(seed: int, extra=(), epochs: int = 50, env=None, skip: int = 
             "rss_mb": rss, "test_accuracy": acc,
             "to_first_epoch_s": timings.get("first_epoch_at_process_age_s"),
             "finish_s": timings.get("finish_s"), "epochs_sum_s": sum(epochs_s),
-            "replica_epochs": manifest.get("engine", {}).get("replica_epochs", 0)}
+            "replica_epochs": manifest.get("engine", {}).get("replica_epochs", 0),
+            "epochs_s": epochs_s}
 
 
 def cold_and_warm(seed: int = 1) -> dict:
@@ -141,15 +151,21 @@ def main():
     ap.add_argument("--skip-tutorial", action="store_true")
     args = ap.parse_args()
     res = {"loadavg_before": os.getloadavg(), "cpu_count": os.cpu_count()}
-    tut, ours = [], []
+    tut, ours, loaded = [], [], []
     for seed in range(1, args.repeats + 1):
         if not args.skip_tutorial:
             tut.append(tutorial(seed))
             print(f"seed {seed} tutorial  {tut[-1]['s_per_epoch']:.3f} s/epoch", flush=True)
+        mnistlab_train(seed, epochs=1)  # keeps the template of this seed's model files
         ours.append(mnistlab_train(seed))
         print(f"seed {seed} mnistlab  {ours[-1]['s_per_epoch']:.3f} s/epoch, "
               f"wall {ours[-1]['wall']:.1f} s", flush=True)
+        loaded.append(mnistlab_train(seed, env=KERAS_LOADED))
+        print(f"seed {seed} mnistlab, Keras imported (a model's first run)  "
+              f"{loaded[-1]['s_per_epoch']:.3f} s/epoch, wall {loaded[-1]['wall']:.1f} s",
+              flush=True)
     res["mnistlab"] = summarise(ours)
+    res["mnistlab_keras_imported"] = summarise(loaded)
     if tut:
         res["tutorial"] = summarise(tut)
     run_rss([sys.executable, str(HERE / "predictor_speed.py"), "--repeats", "20"])
@@ -164,7 +180,7 @@ def main():
     res["loadavg_after"] = os.getloadavg()
 
     print(f"\n{'':<26}{'s/epoch':>9}{'wall s':>9}{'test acc (mean ± sd)':>24}{'peak RSS':>10}")
-    for name in ("tutorial", "mnistlab"):
+    for name in ("tutorial", "mnistlab", "mnistlab_keras_imported"):
         if name in res:
             r = res[name]
             print(f"{name:<26}{r['s_per_epoch']:9.3f}{r['wall']:9.1f}"
@@ -177,9 +193,10 @@ def main():
     g = res["growth_s_per_epoch"]
     print(f"s/epoch at 1x/2x/4x data:  {g['1x']:.3f} / {g['2x']:.3f} / {g['4x']:.3f}")
     print(f"peak RSS 5 vs 50 epochs:   {res['rss_5_epochs_mb']:.0f} / {res['mnistlab']['rss_mb']:.0f} MB")
-    m = res["mnistlab"]
-    print(f"mnistlab: process start to first epoch {m['to_first_epoch_s']:.2f} s, "
-          f"finishing (evaluate, save) {m['finish_s']:.2f} s (medians)")
+    for name in ("mnistlab", "mnistlab_keras_imported"):
+        m = res[name]
+        print(f"{name}: process start to first epoch {m['to_first_epoch_s']:.2f} s, "
+              f"finishing (evaluate, save) {m['finish_s']:.2f} s (medians)")
     cw = res["cold_cache"]
     print(f"empty numba cache: wall {cw['cold']['wall']:.1f} s vs {cw['warm']['wall']:.1f} s with "
           f"the cache it left (+{cw['cold']['wall'] - cw['warm']['wall']:.1f} s; "
