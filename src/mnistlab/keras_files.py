@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = 1  # of the template folder; part of the key
+KEEP = 32  # templates kept; the least recently used go (a study's trials each make one)
 MEMBERS = ("model.h5", "weights.h5", "config.json", "architecture.json", "summary.txt",
            "layout.json")
 
@@ -91,9 +92,12 @@ class Template:
         if where is None:
             return None
         try:
-            return cls({name: (where / key / name).read_bytes() for name in MEMBERS})
+            template = cls({name: (where / key / name).read_bytes() for name in MEMBERS})
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        with contextlib.suppress(OSError):  # used: the last to go (``_prune``)
+            os.utime(where / key)
+        return template
 
     def arrays_fit(self, arrays) -> bool:
         """Do ``arrays`` (weights, then optimizer values) match the template's variables?"""
@@ -226,3 +230,19 @@ def _keep(target: Path, files: dict[str, bytes]) -> None:
                     staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _prune(target.parent)
+
+
+def _prune(where: Path) -> None:
+    """Remove all but the ``KEEP`` most recently used templates."""
+    import shutil
+
+    def used(folder: Path) -> float:
+        try:
+            return folder.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    folders = sorted((f for f in where.iterdir() if not f.name.startswith(".")), key=used)
+    for old in folders[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
