@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -132,18 +131,8 @@ def save_model_files(run: Run, model, template_key: str | None = None) -> dict:
     from mnistlab.model import summary_text
 
     save_with(run.file("model.keras"), lambda p: model.save(p), suffix=".keras")
-    # Keras warns (through absl logging) that HDF5 is a legacy format; the tutorial saves .h5, so we
-    # keep it on purpose and silence that one warning.
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            save_with(run.file("model.h5"), lambda p: model.save(p), suffix=".h5",
-                      stage_in_memory=True)
-    finally:
-        absl.setLevel(level)
+    save_with(run.file("model.h5"), lambda p: keras_files.save_h5(model, p), suffix=".h5",
+              stage_in_memory=True)
     arch, summary = model.to_json(), summary_text(model)
     _write_architecture(run, arch, summary)
     if template_key is not None and keras_files.Template.load(template_key) is None:

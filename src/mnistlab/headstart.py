@@ -7,7 +7,9 @@ numpy arrays (``engine.fit.PlanFit``) and checkpoints are written from those arr
 first epoch a thread imports Keras and builds and compiles the model; the epoch kernels release
 the GIL, so the import runs while they train, on one thread meanwhile so that the import has the
 other core. After the last epoch the trained weights, the step count and any momentum go into
-the Keras model, which then evaluates and saves the run as always.
+the Keras model, which then evaluates and saves the run as always. When a template of the model's
+Keras files is kept (``mnistlab.keras_files``: an earlier run of the same model made it), the
+thread never starts: the run finishes from its arrays (``mnistlab.finish``) without Keras or JAX.
 A run trained this way has the same bits as one trained through ``fit_fast`` on the Keras model
 (``tests/test_headstart.py``).
 """

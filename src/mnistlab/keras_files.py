@@ -134,25 +134,32 @@ def variables(model) -> list[np.ndarray]:
 
 def make_from_model(key: str, model) -> bool:
     """``make`` for a compiled model with its optimizer built, saved here to a scratch folder."""
-    import logging
     import tempfile
-    import warnings
 
     from mnistlab.model import summary_text
 
     with tempfile.TemporaryDirectory() as scratch:
         keras_path, h5_path = Path(scratch) / "model.keras", Path(scratch) / "model.h5"
         model.save(keras_path)
-        absl = logging.getLogger("absl")  # HDF5 is "legacy": the tutorial's format all the same
-        level = absl.level
-        absl.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                model.save(h5_path)
-        finally:
-            absl.setLevel(level)
+        save_h5(model, h5_path)
         return make(key, model, keras_path, h5_path, model.to_json(), summary_text(model))
+
+
+def save_h5(model, path) -> None:
+    """``model.save(path)`` to ``.h5`` without Keras' warning (through absl logging) that HDF5 is
+    a legacy format: the tutorial saves ``.h5``, so mnistlab keeps it on purpose."""
+    import logging
+    import warnings
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.save(path)
+    finally:
+        absl.setLevel(level)
 
 
 def make(key: str, model, keras_path, h5_path, arch_json: str, summary: str) -> bool:
