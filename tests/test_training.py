@@ -234,6 +234,25 @@ def test_a_rerun_of_a_run_whose_test_probabilities_came_from_keras_says_so(digit
     assert "came from Keras' predict" in note and "with the compiled loop's forward" in note
 
 
+def test_evaluate_gives_the_recorded_figures_and_falls_back_to_keras_without_numba(
+        digits_run, monkeypatch):
+    import mnistlab.engine.forward as forward
+    from mnistlab.evaluation import evaluate
+
+    metrics, _ = evaluate(digits_run)
+    assert metrics["probabilities"] == "compiled loop"
+    for key in ("test_loss", "test_accuracy", "confusion_matrix"):
+        assert metrics[key] == digits_run.metrics[key], key
+
+    def no_numba(*args, **kwargs):
+        raise ImportError("numba is not installed")
+
+    monkeypatch.setattr(forward, "loop_probabilities", no_numba)
+    metrics, _ = evaluate(digits_run)
+    assert metrics["probabilities"] == "keras"
+    assert abs(metrics["test_loss"] - digits_run.metrics["test_loss"]) < 1e-5
+
+
 def test_runs_record_the_compiled_loops_numerics(digits_run):
     from mnistlab.engine.kernels import NUMERICS
 
