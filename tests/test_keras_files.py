@@ -113,3 +113,15 @@ def test_the_least_recently_used_templates_go(templates, monkeypatch):
     assert keras_files.Template.load("a") is not None  # used now: newer than b
     assert keras_files.make_from_model("c", model)
     assert sorted(p.name for p in templates.iterdir()) == ["a", "c"]
+
+
+def test_no_template_of_big_files_or_into_a_folder_that_cannot_be_written(templates, tmp_path,
+                                                                            monkeypatch):
+    model = _model()
+    monkeypatch.setattr(keras_files, "MAX_BYTES", 10_000)  # the digits model's files: ~40 KB
+    assert not keras_files.make_from_model("k", model)
+    monkeypatch.undo()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MNISTLAB_KERAS_FILES", str(blocker / "templates"))
+    assert not keras_files.make_from_model("k", model)

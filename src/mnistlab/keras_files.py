@@ -32,6 +32,10 @@ import numpy as np
 
 FORMAT = 1  # of the template folder; part of the key
 KEEP = 32  # templates kept; the least recently used go (a study's trials each make one)
+# No template for bigger files (the tutorial's two are 0.75 MB; one of 784-4096-4096: ~300 MB):
+# 32 of those would fill a disk, and writing them costs the same as Keras' save next to training
+# that long.
+MAX_BYTES = 64 << 20
 MEMBERS = ("model.h5", "weights.h5", "config.json", "architecture.json", "summary.txt",
            "layout.json")
 
@@ -167,12 +171,15 @@ def make(key: str, model, keras_path, h5_path, arch_json: str, summary: str) -> 
 
     Each variable's array must be found exactly once among each file's datasets, every dataset
     must be one of them, contiguous and uncompressed; otherwise nothing is kept (a model whose
-    files this module cannot refill, or two variables with the same bytes).
+    files this module cannot refill, or two variables with the same bytes). Nor when the files
+    are over ``MAX_BYTES``, or the template folder cannot be written (a cache: never an error).
     """
     import h5py
 
     where = folder()
     if where is None:
+        return False
+    if Path(h5_path).stat().st_size + Path(keras_path).stat().st_size > MAX_BYTES:
         return False
     arrays = variables(model)
     with zipfile.ZipFile(keras_path) as z:
@@ -192,7 +199,10 @@ def make(key: str, model, keras_path, h5_path, arch_json: str, summary: str) -> 
     files = {"model.h5": h5, "weights.h5": weights, "config.json": config_json,
              "architecture.json": arch_json.encode(), "summary.txt": summary.encode(),
              "layout.json": json.dumps(layout).encode()}
-    _keep(where / key, files)
+    try:
+        _keep(where / key, files)
+    except OSError:  # a read-only or full cache folder
+        return False
     return True
 
 
