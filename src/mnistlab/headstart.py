@@ -90,10 +90,10 @@ class HeadStart:
         from mnistlab.engine.fit import PlanFit, SgdSettings
         from mnistlab.engine.plan import Dense
 
-        m, t = self.config.model, self.config.train
-        acts = [m.activation] * len(m.hidden) + ["softmax"]
+        t = self.config.train
         plan = [Dense(name, self.arrays[2 * i], self.arrays[2 * i + 1], act, None)
-                for i, (name, act) in enumerate(zip(self.layer_names, acts, strict=True))]
+                for i, (name, act) in enumerate(zip(self.layer_names, self.activations,
+                                                    strict=True))]
         sgd = SgdSettings(float(np.float32(t.learning_rate)), t.momentum, t.nesterov)
         self.fitting = PlanFit(plan, sgd, x, y, xv, yv, batch_size=t.batch_size,
                                seed=self.config.seed, shuffle=t.shuffle)
@@ -134,12 +134,15 @@ class HeadStart:
         """The Dense layers' names, as ``model.build_model`` names them."""
         return [f"dense{i}" for i in range(1, len(self.config.model.hidden) + 1)] + ["output"]
 
+    @property
+    def activations(self) -> list[str]:
+        """The Dense layers' activations: the hidden ones', then the softmax."""
+        return [self.config.model.activation] * len(self.config.model.hidden) + ["softmax"]
+
     def layers(self) -> list[tuple]:
         """``(kernel, bias, activation)`` per Dense layer, the arrays as trained so far."""
-        m = self.config.model
-        acts = [m.activation] * len(m.hidden) + ["softmax"]
         loop = self.fitting.loop
-        return list(zip(loop.w, loop.b, acts, strict=True))
+        return list(zip(loop.w, loop.b, self.activations, strict=True))
 
     def keras_free(self) -> bool:
         """Can the run finish without Keras: the compiled loop trained it (whose forward pass
