@@ -224,6 +224,15 @@ def test_predict_on_a_run_never_imports_keras(digits_run, one_png):
     assert imported == []
 
 
+def test_evaluate_on_a_run_never_imports_keras_and_gives_the_recorded_figures(digits_run):
+    out, imported = _cli("evaluate", digits_run.path, "--json")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    for key in ("test_loss", "test_accuracy", "confusion_matrix", "probabilities"):
+        assert metrics[key] == digits_run.metrics[key], key
+    assert imported == ["numba"]  # the compiled loop's forward pass; neither Keras nor JAX
+
+
 def test_bad_arguments_fail_before_keras(digits_run, tmp_path):
     out, imported = _cli("predict", digits_run.path, tmp_path / "missing.png")
     assert out.returncode == 1 and "Error: no such file or folder" in out.stderr

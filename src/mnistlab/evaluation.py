@@ -159,13 +159,48 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
         dataset, data_path = cfg.data.dataset, cfg.data.path
     mirrors = cfg.data.mirrors if cfg else ()
     ds = load_dataset(dataset or "mnist", path=data_path, mirrors=mirrors)
+    on_loop = not model_path and (r.metrics or {}).get("probabilities") == "compiled loop"
+    if on_loop:  # as training computed them (``mnistlab.finish``): the same figures, bit for bit
+        done = _evaluate_predictor_on_loop(r, ds)  # from predictor.npz: no Keras import
+        if done is not None:
+            return done
     model = load_model_file(model_path) if model_path else r.load_model()
     check_model_fits(model, ds.image_shape, ds.num_classes)
-    if not model_path and (r.metrics or {}).get("probabilities") == "compiled loop":
-        # as training computed them (``mnistlab.finish``): the same figures, bit for bit
-        metrics, text = evaluate_on_loop(model, ds.x_test, ds.y_test, ds.class_names)
-    else:
-        metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    if on_loop:
+        return evaluate_on_loop(model, ds.x_test, ds.y_test, ds.class_names)
+    metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+    return metrics, text
+
+
+def _evaluate_predictor_on_loop(run, ds) -> tuple[dict, str] | None:
+    """``evaluate_on_loop`` from the run's ``predictor.npz`` (the trained arrays, its sha256
+    checked), or None: no such file, a network that is not a plain Dense chain, or no numba."""
+    from mnistlab.engine.forward import loop_probabilities
+    from mnistlab.engine.plan import Dense
+    from mnistlab.errors import DataError
+    from mnistlab.inference import Predictor
+    from mnistlab.runs import PREDICTOR_FILE
+
+    if PREDICTOR_FILE not in run.manifest.get("files", {}):
+        return None
+    network = Predictor._from_run_file(run).network
+    if not all(isinstance(s, Dense) for s in network.steps):
+        return None
+    n_in = int(np.prod(ds.image_shape))
+    if network.input_dim != n_in or network.output_dim != ds.num_classes:
+        raise DataError(
+            f"the run's model takes {network.input_dim} pixels and gives {network.output_dim} "
+            f"probabilities, but the data has images of shape {tuple(ds.image_shape)} ({n_in} "
+            f"pixels) and {ds.num_classes} classes. Evaluate on the dataset the model was "
+            "trained on"
+        )
+    layers = [(s.kernel, s.bias, s.activation) for s in network.steps]
+    try:
+        probs = loop_probabilities(layers, to_input(ds.x_test).reshape(len(ds.x_test), -1))
+    except ImportError:
+        return None
+    metrics, text = compute_metrics(probs, ds.y_test, ds.class_names)
+    metrics["probabilities"] = "compiled loop"
     return metrics, text
 
 
