@@ -198,8 +198,9 @@ class Predictor:
             run: a ``mnistlab.runs.Run`` or its directory (opened once, not again).
             model: the run's Keras model if the caller has loaded it already (it is not read
                 twice). By default the run's ``predictor.npz`` is used when its manifest lists
-                one (written and checked against Keras at training; numpy only, Keras is not
-                imported), else ``model.keras`` is loaded; either with its sha256 checked.
+                one (written and checked at training against the run's test probabilities,
+                Keras' or the compiled loop's; numpy only, Keras is not imported), else
+                ``model.keras`` is loaded; either with its sha256 checked.
 
         Raises:
             RunError: the run directory is missing or incomplete.
