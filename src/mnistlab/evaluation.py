@@ -183,6 +183,7 @@ def _evaluate_predictor_on_loop(run, ds) -> tuple[dict, str] | None:
 
     if PREDICTOR_FILE not in run.manifest.get("files", {}):
         return None
+    run.check_model()  # a damaged or changed model.keras is reported, as loading it would
     network = Predictor._from_run_file(run).network
     if not all(isinstance(s, Dense) for s in network.steps):
         return None

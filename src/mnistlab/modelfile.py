@@ -147,6 +147,22 @@ def check_layers(config: dict, path: str | Path) -> None:
         )
 
 
+def check_model_file(path: str | Path, expected_sha256: str | None = None) -> None:
+    """``load_model_file``'s checks without loading (Keras is not imported): the container, the
+    sha256 if given, the layers. Raises ModelError as it does."""
+    path = Path(path)
+    config = read_model_config(path)
+    if expected_sha256 is not None:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise ModelError(
+                f"{path} does not match the sha256 recorded in the run's manifest "
+                f"(expected {expected_sha256[:16]}…, found {actual[:16]}…): the file was modified or "
+                "damaged. Restore it, or retrain with `mnistlab rerun`"
+            )
+    check_layers(config, path)
+
+
 def load_model_file(path: str | Path, expected_sha256: str | None = None):
     """Load a ``.keras``/``.h5`` model after integrity and safety checks.
 
@@ -161,16 +177,7 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
         ModelError: missing, truncated, modified, unsafe, or unreadable file.
     """
     path = Path(path)
-    config = read_model_config(path)
-    if expected_sha256 is not None:
-        actual = sha256_file(path)
-        if actual != expected_sha256:
-            raise ModelError(
-                f"{path} does not match the sha256 recorded in the run's manifest "
-                f"(expected {expected_sha256[:16]}…, found {actual[:16]}…): the file was modified or "
-                "damaged. Restore it, or retrain with `mnistlab rerun`"
-            )
-    check_layers(config, path)
+    check_model_file(path, expected_sha256)
     import keras
 
     try:

@@ -160,6 +160,16 @@ class Run:
         expected = self.manifest.get("files", {}).get(name)
         return load_model_file(self.path / name, expected_sha256=expected)
 
+    def check_model(self, name: str = MODEL_FILE) -> None:
+        """``load_model``'s checks (container, sha256, layers) without loading it or Keras.
+
+        Raises:
+            ModelError: the file is missing, modified, truncated or unsafe.
+        """
+        from mnistlab.modelfile import check_model_file
+
+        check_model_file(self.path / name, self.manifest.get("files", {}).get(name))
+
     def check_files(self, *names: str) -> None:
         """Raise ``RunError`` naming every file the manifest lists (or ``names`` asks for) that
         is not in the run directory. Cheap (no file is read), so commands call it first.
