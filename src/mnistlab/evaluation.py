@@ -7,12 +7,15 @@ later gives exactly the figures training recorded.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from mnistlab.engine.loss import EPSILON
 from mnistlab.model import to_input
+
+LOOP = "compiled loop"  # metrics.json "probabilities": the compiled loop's forward pass gave them
 
 
 def predict_proba(model, images: np.ndarray, batch_size: int = 2048) -> np.ndarray:
@@ -112,13 +115,14 @@ def _report_text(names: list[str], rows: list[dict], averages: dict, digits: int
 
 
 def evaluate_model(model, images: np.ndarray, labels: np.ndarray, class_names):
-    """Predict and score a model on uint8 images.
+    """Predict and score a model on uint8 images (Keras' ``predict``).
 
     Returns:
         ``(metrics, report_text, probs)`` with probs float32 ``(N, C)``.
     """
     probs = predict_proba(model, images)
     metrics, text = compute_metrics(probs, labels, class_names)
+    metrics["probabilities"] = "keras"
     return metrics, text, probs
 
 
@@ -159,7 +163,7 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
         dataset, data_path = cfg.data.dataset, cfg.data.path
     mirrors = cfg.data.mirrors if cfg else ()
     ds = load_dataset(dataset or "mnist", path=data_path, mirrors=mirrors)
-    on_loop = not model_path and (r.metrics or {}).get("probabilities") == "compiled loop"
+    on_loop = not model_path and (r.metrics or {}).get("probabilities") == LOOP
     if on_loop:  # as training computed them (``mnistlab.finish``): the same figures, bit for bit
         done = _evaluate_predictor_on_loop(r, ds)  # from predictor.npz: no Keras import
         if done is not None:
@@ -167,15 +171,17 @@ def evaluate(run: str | Path | None = None, *, model_path=None, dataset=None, da
     model = load_model_file(model_path) if model_path else r.load_model()
     check_model_fits(model, ds.image_shape, ds.num_classes)
     if on_loop:
-        return evaluate_on_loop(model, ds.x_test, ds.y_test, ds.class_names)
+        from mnistlab.engine.plan import dense_layers
+
+        with contextlib.suppress(ImportError):  # else Keras' predict, and the metrics say so
+            return evaluate_layers(dense_layers(model), ds.x_test, ds.y_test, ds.class_names)[:2]
     metrics, text, _ = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     return metrics, text
 
 
 def _evaluate_predictor_on_loop(run, ds) -> tuple[dict, str] | None:
-    """``evaluate_on_loop`` from the run's ``predictor.npz`` (the trained arrays, its sha256
+    """``evaluate_layers`` from the run's ``predictor.npz`` (the trained arrays, its sha256
     checked), or None: no such file, a network that is not a plain Dense chain, or no numba."""
-    from mnistlab.engine.forward import loop_probabilities
     from mnistlab.engine.plan import Dense
     from mnistlab.errors import DataError
     from mnistlab.inference import Predictor
@@ -197,33 +203,25 @@ def _evaluate_predictor_on_loop(run, ds) -> tuple[dict, str] | None:
         )
     layers = [(s.kernel, s.bias, s.activation) for s in network.steps]
     try:
-        probs = loop_probabilities(layers, to_input(ds.x_test).reshape(len(ds.x_test), -1))
+        return evaluate_layers(layers, ds.x_test, ds.y_test, ds.class_names)[:2]
     except ImportError:
         return None
-    metrics, text = compute_metrics(probs, ds.y_test, ds.class_names)
-    metrics["probabilities"] = "compiled loop"
-    return metrics, text
 
 
-def evaluate_on_loop(model, images: np.ndarray, labels: np.ndarray, class_names):
-    """``evaluate_model`` with the compiled training loop's forward pass instead of Keras'
-    ``predict`` (``engine.forward.loop_probabilities``). Returns ``(metrics, report_text)``.
-    Where that cannot run (no numba or OpenBLAS here), Keras' ``predict``: the figures may then
-    differ from the recorded ones in their last digits (``metrics["probabilities"]`` says)."""
+def evaluate_layers(layers, images: np.ndarray, labels: np.ndarray, class_names):
+    """``evaluate_model`` on the compiled training loop's forward pass instead of Keras'
+    ``predict`` (``engine.forward.loop_probabilities``): Dense layers ``(kernel, bias,
+    activation)``. Returns ``(metrics, report_text, probs)``, ``metrics["probabilities"]`` set.
+
+    Raises:
+        ImportError: no numba or OpenBLAS here.
+    """
     from mnistlab.engine.forward import loop_probabilities
-    from mnistlab.engine.plan import to_numpy, training_plan
 
-    layers = [(to_numpy(d.kernel), None if d.bias is None else to_numpy(d.bias), d.activation)
-              for d in training_plan(model)]
-    try:
-        probs = loop_probabilities(layers, to_input(images).reshape(len(images), -1))
-    except ImportError:
-        metrics, text, _ = evaluate_model(model, images, labels, class_names)
-        metrics["probabilities"] = "keras"
-        return metrics, text
+    probs = loop_probabilities(layers, to_input(images).reshape(len(images), -1))
     metrics, text = compute_metrics(probs, labels, class_names)
-    metrics["probabilities"] = "compiled loop"
-    return metrics, text
+    metrics["probabilities"] = LOOP
+    return metrics, text, probs
 
 
 def check_model_fits(model, image_shape, num_classes: int) -> None:

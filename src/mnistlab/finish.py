@@ -25,7 +25,6 @@ from mnistlab.headstart import HeadStart
 from mnistlab.health import check_learning
 from mnistlab.runs import PREDICTOR_FILE, Run, utc_now
 
-LOOP_PROBABILITIES = "compiled loop"  # metrics.json "probabilities": where they came from
 MODEL_FILES = ("model.keras", "model.h5")
 
 
@@ -37,7 +36,7 @@ def finish_run(run: Run, model, ds: Dataset, rows: list[dict], y_val, config, st
         model: the trained Keras model, or a ``HeadStart`` whose ``keras_free()`` holds.
         template_key: keep a template of the Keras files under this key if none is kept yet.
     """
-    from mnistlab.evaluation import compute_metrics, evaluate_model
+    from mnistlab.evaluation import evaluate_layers, evaluate_model
     from mnistlab.inference import save_checked
 
     layers = _loop_layers(run, model)
@@ -47,17 +46,11 @@ def finish_run(run: Run, model, ds: Dataset, rows: list[dict], y_val, config, st
                              labels=ds.y_test, probabilities=probs_ready, predicted=predicted_ready)
         try:
             if layers is not None:
-                from mnistlab.engine.forward import loop_probabilities
-                from mnistlab.model import to_input
-
-                x = to_input(ds.x_test).reshape(len(ds.x_test), -1)
-                probs = loop_probabilities(layers, x)
-                metrics, report_text = compute_metrics(probs, ds.y_test, ds.class_names)
-                metrics["probabilities"] = LOOP_PROBABILITIES
+                metrics, report_text, probs = evaluate_layers(layers, ds.x_test, ds.y_test,
+                                                              ds.class_names)
             else:
                 metrics, report_text, probs = evaluate_model(model, ds.x_test, ds.y_test,
                                                              ds.class_names)
-                metrics["probabilities"] = "keras"
             probs_ready.set_result(probs)
             predicted_ready.set_result(probs.argmax(axis=1).astype(np.int64))
         finally:  # after an error the writer stops (no file) and the error goes up
@@ -94,22 +87,18 @@ def _loop_layers(run: Run, model) -> list[tuple] | None:
         return None
     if isinstance(model, HeadStart):
         return model.layers()
-    from mnistlab.engine.plan import to_numpy, training_plan
+    from mnistlab.engine.plan import dense_layers
 
-    return [(to_numpy(d.kernel), None if d.bias is None else to_numpy(d.bias), d.activation)
-            for d in training_plan(model)]
+    return dense_layers(model)
 
 
 def _predictor(head: HeadStart, run: Run, ds: Dataset):
     """The numpy predictor of a head start's trained arrays (``Predictor.from_model`` without
     the model: the same file)."""
     from mnistlab.engine.forward import Network
-    from mnistlab.engine.plan import Dense
     from mnistlab.inference import Predictor
 
-    steps = [Dense(name, k, b, act, None)
-             for name, (k, b, act) in zip(head.layer_names, head.layers(), strict=True)]
-    network = Network(steps, int(np.prod(ds.image_shape)))
+    network = Network(head.plan(), int(np.prod(ds.image_shape)))
     return Predictor._assemble(network, run.preprocess_params, ds.class_names)
 
 

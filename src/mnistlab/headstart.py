@@ -55,8 +55,8 @@ class HeadStart:
         n_in = int(np.prod(image_shape))
         self.arrays = mlp_weights(config.model.hidden, n_in, num_classes, config.seed)
         # Keras' files for this model, kept by an earlier run: then Keras is not imported at all
-        self.template = keras_files.Template.load(
-            keras_files.key(config, image_shape, num_classes))
+        self.template_key = keras_files.key(config, image_shape, num_classes)
+        self.template = keras_files.Template.load(self.template_key)
         self.fitting = None  # engine.fit.PlanFit, once training starts
         self.import_yielded = False  # did the Keras thread get nice 19 (``_yield_to_training``)?
         self._model = self._error = None
@@ -88,12 +88,8 @@ class HeadStart:
         ``on_epoch_end(epoch, logs)`` (True: stop) around each; return the engine record
         (``fit_fast``'s, with ``started_without_keras``)."""
         from mnistlab.engine.fit import PlanFit, SgdSettings
-        from mnistlab.engine.plan import Dense
-
         t = self.config.train
-        plan = [Dense(name, self.arrays[2 * i], self.arrays[2 * i + 1], act, None)
-                for i, (name, act) in enumerate(zip(self.layer_names, self.activations,
-                                                    strict=True))]
+        plan = self.plan()
         sgd = SgdSettings(float(np.float32(t.learning_rate)), t.momentum, t.nesterov)
         self.fitting = PlanFit(plan, sgd, x, y, xv, yv, batch_size=t.batch_size,
                                seed=self.config.seed, shuffle=t.shuffle)
@@ -139,10 +135,22 @@ class HeadStart:
         """The Dense layers' activations: the hidden ones', then the softmax."""
         return [self.config.model.activation] * len(self.config.model.hidden) + ["softmax"]
 
+    def plan(self) -> list:
+        """The Dense layers (``engine.plan.Dense``) holding the arrays: the initial ones until
+        training starts, then those training updates."""
+        from mnistlab.engine.plan import Dense
+
+        return [Dense(name, kernel, bias, act, None) for name, (kernel, bias, act)
+                in zip(self.layer_names, self.layers(), strict=True)]
+
     def layers(self) -> list[tuple]:
-        """``(kernel, bias, activation)`` per Dense layer, the arrays as trained so far."""
-        loop = self.fitting.loop
-        return list(zip(loop.w, loop.b, self.activations, strict=True))
+        """``(kernel, bias, activation)`` per Dense layer: the initial arrays until training
+        starts, then those training updates."""
+        if self.fitting is None:
+            pairs = zip(self.arrays[0::2], self.arrays[1::2], strict=True)
+        else:
+            pairs = zip(self.fitting.loop.w, self.fitting.loop.b, strict=True)
+        return [(k, b, act) for (k, b), act in zip(pairs, self.activations, strict=True)]
 
     def keras_free(self) -> bool:
         """Can the run finish without Keras: the compiled loop trained it (whose forward pass

@@ -428,7 +428,10 @@ def _train(config, *, dataset, out, command, progress, report, resume, guard, jo
     if head_start is not None and not head_start.keras_free():
         model = head_start.model()  # the Keras model, holding the trained weights
     t0 = time.perf_counter()
-    key = keras_files.key(config, ds.image_shape, c) if starts_without_keras(config) else None
+    if head_start is not None:
+        key = head_start.template_key
+    else:  # a resumed head-start run, say: its template if none is kept yet
+        key = keras_files.key(config, ds.image_shape, c) if starts_without_keras(config) else None
     finish_run(run, model, ds, rows, ds.y_train[val_idx], config, started, key)
     timings = {**on_epoch_end.timings, "finish_s": time.perf_counter() - t0}
     run.update(timings={k: round(v, 3) for k, v in timings.items()})

@@ -229,6 +229,13 @@ def training_plan(model) -> list[Dense]:
     return plan
 
 
+def dense_layers(model) -> list[tuple]:
+    """``(kernel, bias or None, activation)`` as numpy arrays per Dense layer of a model
+    ``training_plan`` reads (what ``engine.forward.loop_probabilities`` takes)."""
+    return [(to_numpy(d.kernel), None if d.bias is None else to_numpy(d.bias), d.activation)
+            for d in training_plan(model)]
+
+
 def parameters(plan: list[Dense]) -> list:
     """The plan's kernels and biases in order (kernel, bias, kernel, ...; no None)."""
     return [v for d in plan for v in (d.kernel, d.bias) if v is not None]
